@@ -1,0 +1,494 @@
+//! moat's configuration: the TOML schema with its defaults, and validation that reports every
+//! problem at once as `file: key: why`.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`): a typo in a mail filter's config must not
+//! silently fall back to a default.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors that stop start-up; each names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// One or more values are invalid.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The inbound SMTP service.
+    pub server: ServerConfig,
+    /// Protocol limits and timeouts.
+    pub limits: LimitsConfig,
+    /// STARTTLS towards clients.
+    pub tls: TlsConfig,
+    /// The MTA behind moat.
+    pub upstream: UpstreamConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Where this config was read from (for error messages); not a key.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[server]`: listeners and session limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The name in the greeting and EHLO reply; defaults to the system's host name.
+    pub hostname: Option<String>,
+    /// Addresses to listen on.
+    pub listen: Vec<String>,
+    /// Most concurrent sessions in all; beyond, 421 and close.
+    pub max_sessions: usize,
+    /// Most concurrent sessions from one client IP address.
+    pub max_sessions_per_ip: usize,
+    /// How long sessions in flight may take to finish after SIGTERM.
+    pub shutdown_grace: ConfigDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: None,
+            listen: vec!["127.0.0.1:2525".into()],
+            max_sessions: 1000,
+            max_sessions_per_ip: 50,
+            shutdown_grace: ConfigDuration::secs(30),
+        }
+    }
+}
+
+/// `[limits]`: sizes and timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message in octets (advertised as SIZE, possibly lowered to the upstream's).
+    pub max_message_size: usize,
+    /// Most recipients per transaction (RFC 5321 4.5.3.1.8 requires at least 100).
+    pub max_recipients: usize,
+    /// Longest command line in octets including CRLF (RFC 5321 4.5.3.1.4: 512).
+    pub max_command_line: usize,
+    /// Longest text line in DATA in octets without CRLF (RFC 5321 4.5.3.1.6: 998).
+    pub max_line_length: usize,
+    /// Errors (bad commands) tolerated per session before 421 and close.
+    pub max_errors: usize,
+    /// Wait for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
+    pub command_timeout: ConfigDuration,
+    /// Wait for more message data (RFC 5321 4.5.3.2.5: 3 minutes per block).
+    pub data_timeout: ConfigDuration,
+    /// Time allowed for a client TLS handshake.
+    pub tls_handshake_timeout: ConfigDuration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_command_line: 512,
+            max_line_length: 998,
+            max_errors: 20,
+            command_timeout: ConfigDuration::secs(300),
+            data_timeout: ConfigDuration::secs(180),
+            tls_handshake_timeout: ConfigDuration::secs(30),
+        }
+    }
+}
+
+/// `[tls]`: the certificate moat presents for STARTTLS.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; STARTTLS is offered only when this and `key` are set.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// When the upstream session is opened.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectAt {
+    /// At the first MAIL FROM of a client session (the default: no idle upstream sessions).
+    #[default]
+    Mail,
+    /// As soon as the client connects.
+    Connect,
+}
+
+/// How moat tells the upstream who the real client is.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// XCLIENT, required: without it the MTA would apply its own policy to moat's address.
+    #[default]
+    Xclient,
+    /// XFORWARD only: the MTA logs the real client but applies policy to moat's address.
+    Xforward,
+    /// Nothing: the MTA sees every client as moat.
+    None,
+}
+
+/// `[upstream]`: the MTA moat relays to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// host:port of the MTA's SMTP service for moat.
+    pub address: String,
+    /// When to open the upstream session.
+    pub connect_at: ConnectAt,
+    /// XCLIENT, XFORWARD or none.
+    pub forwarding: Forwarding,
+    /// Name moat gives in its EHLO; defaults to `server.hostname`.
+    pub helo_name: Option<String>,
+    /// Use STARTTLS to the upstream (fails the transaction if the upstream does not offer it).
+    pub starttls: bool,
+    /// Verify the upstream's certificate against `tls_ca`.
+    pub tls_verify: bool,
+    /// PEM file of CAs that may sign the upstream's certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// Server name to verify in the upstream's certificate; defaults to the host of `address`.
+    pub tls_server_name: Option<String>,
+    /// TCP connect timeout.
+    pub connect_timeout: ConfigDuration,
+    /// Wait for the greeting and replies to EHLO, XCLIENT, MAIL, RCPT, RSET (RFC 5321 4.5.3.2: 5 minutes).
+    pub command_timeout: ConfigDuration,
+    /// Wait for the final reply after the end of data (RFC 5321 4.5.3.2.6: 10 minutes).
+    pub data_timeout: ConfigDuration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            address: "127.0.0.1:10025".into(),
+            connect_at: ConnectAt::Mail,
+            forwarding: Forwarding::Xclient,
+            helo_name: None,
+            starttls: false,
+            tls_verify: true,
+            tls_ca: None,
+            tls_server_name: None,
+            connect_timeout: ConfigDuration::secs(30),
+            command_timeout: ConfigDuration::secs(300),
+            data_timeout: ConfigDuration::secs(600),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter directive, e.g. `info` or `moat=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A duration written as `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl ConfigDuration {
+    /// Whole seconds.
+    pub const fn secs(n: u64) -> Self {
+        ConfigDuration(Duration::from_secs(n))
+    }
+
+    /// Parses the textual form.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (num, unit) = text.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        Some(ConfigDuration(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ConfigDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration such as \"30s\", \"5m\", \"1h\", \"250ms\" or a number of seconds",
+                )
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(ConfigDuration::secs)
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                ConfigDuration::parse(v)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.source = path.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `path` only labels errors. Does not validate.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(&e, text),
+        })?;
+        config.source = path.to_path_buf();
+        Ok(config)
+    }
+
+    /// Checks every value that serde cannot; returns all problems, one per line.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let file = self.source.display().to_string();
+        let mut errors = Vec::new();
+        let mut bad = |key: &str, why: String| errors.push(format!("{file}: {key}: {why}"));
+        if self.server.listen.is_empty() {
+            bad("server.listen", "at least one address is needed".into());
+        }
+        for (i, addr) in self.server.listen.iter().enumerate() {
+            if addr.parse::<SocketAddr>().is_err() {
+                bad(
+                    &format!("server.listen[{i}]"),
+                    format!(
+                        "{addr:?} is not an IP:port address (e.g. \"0.0.0.0:25\" or \"[::]:25\")"
+                    ),
+                );
+            }
+        }
+        if let Some(h) = &self.server.hostname {
+            if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                bad("server.hostname", format!("{h:?} is not a host name"));
+            }
+        }
+        if self.server.max_sessions == 0 {
+            bad("server.max_sessions", "must be at least 1".into());
+        }
+        if self.server.max_sessions_per_ip == 0 {
+            bad("server.max_sessions_per_ip", "must be at least 1".into());
+        }
+        if self.limits.max_recipients == 0 {
+            bad(
+                "limits.max_recipients",
+                "must be at least 1 (RFC 5321 asks for 100)".into(),
+            );
+        }
+        if self.limits.max_command_line < 512 {
+            bad(
+                "limits.max_command_line",
+                "RFC 5321 4.5.3.1.4 requires at least 512".into(),
+            );
+        }
+        if self.limits.max_line_length < 998 {
+            bad(
+                "limits.max_line_length",
+                "RFC 5321 4.5.3.1.6 requires at least 998".into(),
+            );
+        }
+        if self.limits.max_message_size < 1024 {
+            bad(
+                "limits.max_message_size",
+                "must be at least 1024 octets".into(),
+            );
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => bad(
+                "tls.key",
+                "missing: tls.cert is set, so tls.key is needed".into(),
+            ),
+            (None, Some(_)) => bad(
+                "tls.cert",
+                "missing: tls.key is set, so tls.cert is needed".into(),
+            ),
+            _ => {}
+        }
+        for (key, path) in [
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("upstream.tls_ca", &self.upstream.tls_ca),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    bad(
+                        key,
+                        format!("{} does not exist or is not a file", p.display()),
+                    );
+                }
+            }
+        }
+        if split_host_port(&self.upstream.address).is_none() {
+            bad(
+                "upstream.address",
+                format!(
+                    "{:?} is not host:port (e.g. \"127.0.0.1:10025\")",
+                    self.upstream.address
+                ),
+            );
+        }
+        if self.upstream.starttls && self.upstream.tls_verify && self.upstream.tls_ca.is_none() {
+            bad(
+                "upstream.tls_ca",
+                "needed when upstream.starttls and upstream.tls_verify are on (or set tls_verify = false for a trusted loopback hop)".into(),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            bad(
+                "log.level",
+                format!(
+                    "{:?} is not a tracing filter (e.g. \"info\")",
+                    self.log.level
+                ),
+            );
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// The host name moat uses in its greeting and EHLO reply.
+    pub fn hostname(&self) -> String {
+        self.server.hostname.clone().unwrap_or_else(system_hostname)
+    }
+}
+
+/// Splits `host:port` (with `[v6]:port`) into its parts.
+pub fn split_host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// toml's error with the line number, so the admin sees where it is.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(ConfigDuration::parse("5m"), Some(ConfigDuration::secs(300)));
+        assert_eq!(
+            ConfigDuration::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(ConfigDuration::parse("7"), Some(ConfigDuration::secs(7)));
+        assert!(ConfigDuration::parse("5 weeks").is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported_with_file_and_key() {
+        let p = Path::new("moat.toml");
+        let err = Config::parse("[server]\nlisten_on = []\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("moat.toml: line 2"), "{err}");
+        assert!(err.contains("listen_on"), "{err}");
+        let c = Config::parse("[server]\nlisten = [\"nope\"]\n[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n", p).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("moat.toml: server.listen[0]: \"nope\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("moat.toml: tls.cert: /nonexistent.pem does not exist"),
+            "{err}"
+        );
+        assert!(err.contains("moat.toml: tls.key:"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits.max_message_size, 26214400);
+        assert_eq!(split_host_port("[::1]:25"), Some(("::1".into(), 25)));
+    }
+}

@@ -1,0 +1,168 @@
+//! Wires a validated config into a running server: TLS, upstream settings, the pipeline, the
+//! listeners; and stops it with a drain.
+
+use crate::config::{Config, Forwarding};
+use crate::listener::{self, Limits};
+use crate::pipeline::Pipeline;
+use crate::session::SessionShared;
+use crate::shutdown::Shutdown;
+use crate::upstream::{Upstream, UpstreamSettings};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// A listening socket could not be bound.
+    #[error("{0}")]
+    Bind(std::io::Error),
+    /// Some other config value is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A running moat.
+#[derive(Debug)]
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    shutdown: Shutdown,
+    grace: Duration,
+    upstream: Arc<UpstreamSettings>,
+}
+
+impl Server {
+    /// Binds the listeners and starts accepting; returns once moat is ready.
+    pub async fn start(config: &Config) -> Result<Server, StartError> {
+        let hostname = config.hostname();
+        let server_tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(cert, key)?,
+            )),
+            _ => None,
+        };
+        let client_tls = if config.upstream.starttls {
+            Some(crate::tls::client_config(
+                config.upstream.tls_ca.as_deref(),
+                config.upstream.tls_verify,
+            )?)
+        } else {
+            None
+        };
+        let helo = config
+            .upstream
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| hostname.clone());
+        let upstream = Arc::new(
+            UpstreamSettings::new(&config.upstream, helo, client_tls)
+                .map_err(StartError::Config)?,
+        );
+        match config.upstream.forwarding {
+            Forwarding::Xclient => {}
+            Forwarding::Xforward => tracing::warn!(
+                "upstream.forwarding = \"xforward\": the MTA logs the real client, but applies its relay policy to moat's own address"
+            ),
+            Forwarding::None => tracing::warn!(
+                "upstream.forwarding = \"none\": the MTA sees every client as moat's own address; make sure it does not trust that address for relaying"
+            ),
+        }
+        // Learn what the upstream offers before the first client asks for EHLO; if it is down,
+        // sessions start with the conservative offer and learn on their first connection.
+        match Upstream::probe(&upstream).await {
+            Ok(caps) => {
+                tracing::info!(upstream = %upstream.address, ?caps, "upstream capabilities learned")
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %upstream.address, error = %e, "upstream not reachable at start-up; will retry per transaction")
+            }
+        }
+        let checks = crate::checks::build(config);
+        let pipeline = Arc::new(Pipeline::new(checks, Duration::from_secs(30)));
+        let shared = Arc::new(SessionShared::new(
+            config,
+            server_tls,
+            upstream.clone(),
+            pipeline,
+        ));
+        let addrs: Vec<SocketAddr> = config
+            .server
+            .listen
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| StartError::Config(format!("server.listen: {a:?} is not IP:port")))
+            })
+            .collect::<Result<_, _>>()?;
+        let listeners = listener::bind(&addrs).map_err(StartError::Bind)?;
+        let shutdown = Shutdown::new();
+        let limits = Limits::new(
+            config.server.max_sessions,
+            config.server.max_sessions_per_ip,
+        );
+        let mut bound = Vec::new();
+        for l in listeners {
+            let addr = l.local_addr().map_err(StartError::Bind)?;
+            tracing::info!(listen = %addr, hostname = %shared.hostname, upstream = %upstream.address, "listening");
+            bound.push(addr);
+            let Some(guard) = shutdown.guard() else {
+                continue;
+            };
+            tokio::spawn(listener::accept_loop(
+                l,
+                shared.clone(),
+                limits.clone(),
+                shutdown.subscribe(),
+                guard,
+            ));
+        }
+        Ok(Server {
+            addrs: bound,
+            shutdown,
+            grace: config.server.shutdown_grace.0,
+            upstream,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The upstream settings, with the capabilities learned so far.
+    pub fn upstream(&self) -> &Arc<UpstreamSettings> {
+        &self.upstream
+    }
+
+    /// A handle that starts the shutdown when `true` is sent (tests use it instead of a signal).
+    pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
+        self.shutdown.trigger_handle()
+    }
+
+    /// Stops accepting, lets sessions in flight finish within the grace period; true when all
+    /// finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.trigger();
+        let clean = self.shutdown.drain(self.grace).await;
+        if clean {
+            tracing::info!("all sessions finished; stopped");
+        } else {
+            tracing::warn!(grace = ?self.grace, "grace period over; remaining sessions dropped");
+        }
+        clean
+    }
+
+    /// Waits for an external trigger on the shutdown handle, then drains.
+    pub async fn wait_for_trigger_and_drain(self) -> bool {
+        let mut rx = self.shutdown.subscribe();
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        self.shutdown().await
+    }
+}

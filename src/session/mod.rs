@@ -1,0 +1,698 @@
+//! One client session: reads commands, runs them through the state machine, the pipeline and
+//! the upstream, and writes the replies. The only orchestrator in moat.
+//!
+//! Lock-step (DESIGN.md): MAIL and RCPT are answered with the upstream's reply; the message is
+//! read in full, checked, then sent upstream, and the client hears 2xx for it only after the
+//! upstream said 2xx to its end of data. Any upstream failure gives the client a 4xx and drops
+//! the upstream session, so a half-sent message is never completed by a later command.
+//!
+//! Shutdown: a session that waits for a command outside a transaction answers 421 and ends; a
+//! session inside a transaction runs on until the transaction ends (or the listener's grace
+//! period runs out and the task is dropped, which closes both sockets with nothing forwarded).
+
+pub mod conn;
+pub mod state;
+
+use crate::config::{Config, ConnectAt};
+use crate::envelope::Envelope;
+use crate::pipeline::{Context, Pipeline, ScoreCard, Stage};
+use crate::smtp::command::{Command, PathCommand};
+use crate::smtp::data::{DataFault, DataLimits, DataReader};
+use crate::smtp::extensions::Offer;
+use crate::smtp::reply::{self, Enhanced, Reply};
+use crate::stream::Stream;
+use crate::upstream::{ClientFacts, Upstream, UpstreamError, UpstreamSettings};
+use conn::{Conn, ConnError, Input};
+use state::{Admit, Phase, SessionState};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What every session shares, built once at start-up.
+pub struct SessionShared {
+    /// Name in the greeting and EHLO reply.
+    pub hostname: String,
+    /// Limits and timeouts.
+    pub limits: crate::config::LimitsConfig,
+    /// STARTTLS acceptor, when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The upstream MTA.
+    pub upstream: Arc<UpstreamSettings>,
+    /// When to open the upstream session.
+    pub connect_at: ConnectAt,
+    /// The checks.
+    pub pipeline: Arc<Pipeline>,
+}
+
+impl SessionShared {
+    /// Builds the shared parts from a validated config.
+    pub fn new(
+        config: &Config,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        upstream: Arc<UpstreamSettings>,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
+        SessionShared {
+            hostname: config.hostname(),
+            limits: config.limits.clone(),
+            tls,
+            upstream,
+            connect_at: config.upstream.connect_at,
+            pipeline,
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionShared")
+            .field("hostname", &self.hostname)
+            .field("starttls", &self.tls.is_some())
+            .field("upstream", &self.upstream.address)
+            .finish_non_exhaustive()
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How a command's handling ends for the session loop.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// The message being received with BDAT.
+struct BdatTransfer {
+    reader: DataReader,
+}
+
+/// One client session.
+pub struct Session {
+    id: u64,
+    conn: Conn,
+    shared: Arc<SessionShared>,
+    state: SessionState,
+    envelope: Envelope,
+    upstream: Option<Upstream>,
+    /// Set when the upstream failed inside the open transaction: every further transaction
+    /// command gets a 4xx until the transaction ends.
+    upstream_lost: bool,
+    offer: Offer,
+    card: ScoreCard,
+    bdat: Option<BdatTransfer>,
+    errors: usize,
+    transaction_started: Option<Instant>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Session {
+    /// A session for an accepted TCP connection.
+    pub fn new(
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        shared: Arc<SessionShared>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let _ = tcp.set_nodelay(true);
+        let offer = Offer::new(
+            shared.limits.max_message_size,
+            shared.upstream.capabilities().as_ref(),
+            shared.tls.is_some(),
+        );
+        Session {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            conn: Conn::new(Stream::Plain(tcp), shared.limits.max_command_line),
+            state: SessionState::default(),
+            envelope: Envelope::new(peer, local),
+            upstream: None,
+            upstream_lost: false,
+            offer,
+            card: ScoreCard::default(),
+            bdat: None,
+            errors: 0,
+            transaction_started: None,
+            shared,
+            shutdown,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self) {
+        let client = self.envelope.client;
+        tracing::info!(session = self.id, %client, "connect");
+        self.run_stage(Stage::Connect, None, None).await;
+        let greeting = Reply {
+            code: 220,
+            enhanced: None,
+            lines: vec![format!("{} ESMTP moat", self.shared.hostname).into()],
+        };
+        self.conn.queue(&greeting);
+        if self.shared.connect_at == ConnectAt::Connect {
+            self.open_upstream().await.ok();
+        }
+        let end = self.command_loop().await;
+        if let Some(up) = self.upstream.take() {
+            up.quit().await;
+        }
+        self.conn.close().await;
+        tracing::info!(session = self.id, %client, reason = end, "disconnect");
+    }
+
+    async fn command_loop(&mut self) -> &'static str {
+        loop {
+            let input = match self.next_input().await {
+                Ok(Some(input)) => input,
+                Ok(None) => {
+                    self.conn.queue(&reply::SHUTTING_DOWN.reply());
+                    return "shutdown";
+                }
+                Err(ConnError::Timeout) => {
+                    self.conn.queue(&reply::TIMEOUT.reply());
+                    return "timeout";
+                }
+                Err(ConnError::Closed) => return "client closed",
+                Err(ConnError::Io(_)) => return "client i/o error",
+            };
+            let flow = match input {
+                Input::Line(line) => match Command::parse(&line) {
+                    Ok(cmd) => self.handle(cmd).await,
+                    Err(r) => self.client_error(r),
+                },
+                Input::TooLong => self.client_error(reply::LINE_TOO_LONG.reply()),
+                Input::BareNewline => self.client_error(reply::BARE_NEWLINE_COMMAND.reply()),
+            };
+            if let Flow::Close = flow {
+                return "closed by moat";
+            }
+        }
+    }
+
+    /// The next command input; `None` when shutdown asks an idle session to end.
+    async fn next_input(&mut self) -> Result<Option<Input>, ConnError> {
+        let limit = self.shared.limits.command_timeout.0;
+        if self.conn.has_buffered_input() || self.state.in_transaction() {
+            return self.conn.read_line(limit).await.map(Some);
+        }
+        if *self.shutdown.borrow() {
+            return Ok(None);
+        }
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = self.conn.read_line(limit) => r.map(Some),
+            _ = shutdown.changed() => Ok(None),
+        }
+    }
+
+    /// Counts a client error; too many end the session (Postfix smtpd_hard_error_limit).
+    fn client_error(&mut self, r: Reply) -> Flow {
+        self.conn.queue(&r);
+        self.errors += 1;
+        if self.errors >= self.shared.limits.max_errors {
+            tracing::info!(session = self.id, client = %self.envelope.client, "too many errors");
+            self.conn.queue(&reply::TOO_MANY_ERRORS.reply());
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    async fn handle(&mut self, cmd: Command) -> Flow {
+        if let Admit::Refuse(r) = self.state.check(&cmd) {
+            if let Command::Bdat { size, .. } = cmd {
+                // RFC 3030 2: the chunk follows the command regardless; read and drop it.
+                let mut sink = DataReader::chunked(self.data_limits());
+                if let Err(e) = self
+                    .conn
+                    .read_chunk(&mut sink, size, self.shared.limits.data_timeout.0)
+                    .await
+                {
+                    return self.lost_client(e);
+                }
+            }
+            let r = if self.upstream_lost && r.code() == 554 {
+                reply::UPSTREAM_UNAVAILABLE.reply()
+            } else {
+                r.reply()
+            };
+            return self.client_error(r);
+        }
+        match cmd {
+            Command::Ehlo(name) => self.helo(name, true).await,
+            Command::Helo(name) => self.helo(name, false).await,
+            Command::Mail(m) => self.mail(m).await,
+            Command::Rcpt(r) => self.rcpt(r).await,
+            Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
+            Command::Rset => {
+                self.end_transaction(true).await;
+                self.conn.queue(&reply::OK.reply());
+                Flow::Continue
+            }
+            Command::Noop => {
+                self.conn.queue(&reply::OK.reply());
+                Flow::Continue
+            }
+            Command::Vrfy => {
+                self.conn.queue(&reply::VRFY_CANNOT.reply());
+                Flow::Continue
+            }
+            Command::Help => {
+                self.conn.queue(&reply::HELP.reply());
+                Flow::Continue
+            }
+            Command::Quit => {
+                self.end_transaction(true).await;
+                self.conn.queue(&reply::BYE.reply());
+                Flow::Close
+            }
+            Command::StartTls => self.starttls().await,
+            Command::NotImplemented(_) => self.client_error(reply::NOT_IMPLEMENTED.reply()),
+        }
+    }
+
+    fn data_limits(&self) -> DataLimits {
+        DataLimits {
+            max_size: self.offer.max_size,
+            max_line: self.shared.limits.max_line_length,
+        }
+    }
+
+    async fn helo(&mut self, name: String, esmtp: bool) -> Flow {
+        // A new HELO ends the transaction; the upstream session carries the old HELO in its
+        // XCLIENT attributes, so it is closed and the next MAIL opens a fresh one.
+        self.end_transaction(false).await;
+        self.drop_upstream().await;
+        self.envelope.helo = Some(name.clone());
+        self.envelope.esmtp = esmtp;
+        self.state.on_helo();
+        self.offer = Offer::new(
+            self.shared.limits.max_message_size,
+            self.shared.upstream.capabilities().as_ref(),
+            self.shared.tls.is_some() && !self.state.is_tls(),
+        );
+        self.run_stage(Stage::Helo, None, None).await;
+        let r = if esmtp {
+            self.offer.ehlo_reply(&self.shared.hostname, &name)
+        } else {
+            Reply {
+                code: 250,
+                enhanced: None,
+                lines: vec![self.shared.hostname.clone().into()],
+            }
+        };
+        self.conn.queue(&r);
+        Flow::Continue
+    }
+
+    async fn starttls(&mut self) -> Flow {
+        let Some(acceptor) = self.shared.tls.clone() else {
+            return self.client_error(reply::TLS_NOT_AVAILABLE.reply());
+        };
+        self.conn.queue(&reply::READY_TLS.reply());
+        let discarded = self.conn.discard_input();
+        if discarded > 0 {
+            tracing::warn!(session = self.id, client = %self.envelope.client, bytes = discarded,
+                "discarded plaintext pipelined after STARTTLS (command injection attempt)");
+        }
+        if self.conn.flush().await.is_err() {
+            return Flow::Close;
+        }
+        let Some(tcp) = self.conn.take_stream().take_plain() else {
+            return Flow::Close;
+        };
+        let handshake = tokio::time::timeout(
+            self.shared.limits.tls_handshake_timeout.0,
+            acceptor.accept(tcp),
+        )
+        .await;
+        match handshake {
+            Ok(Ok(tls)) => {
+                self.conn.set_stream(Stream::ServerTls(Box::new(tls)));
+                self.envelope.tls = self.conn.stream().tls_version();
+                // RFC 3207 4.2: discard all knowledge from before the handshake.
+                self.end_transaction(false).await;
+                self.drop_upstream().await;
+                self.envelope.helo = None;
+                self.state.on_tls();
+                tracing::info!(session = self.id, client = %self.envelope.client,
+                    version = self.envelope.tls.unwrap_or("?"), cipher = self.conn.stream().tls_cipher().unwrap_or("?"), "TLS established");
+                Flow::Continue
+            }
+            Ok(Err(e)) => {
+                tracing::info!(session = self.id, client = %self.envelope.client, error = %e, "TLS handshake failed");
+                Flow::Close
+            }
+            Err(_) => {
+                tracing::info!(session = self.id, client = %self.envelope.client, "TLS handshake timed out");
+                Flow::Close
+            }
+        }
+    }
+
+    async fn mail(&mut self, m: PathCommand) -> Flow {
+        if let Err(r) = self.offer.check_mail_params(&m.params) {
+            return self.client_error(r);
+        }
+        // RFC 1870 6.2: refuse a declared size over the limit before reading anything.
+        if m.size.is_some_and(|s| s > self.offer.max_size) {
+            self.conn.queue(&reply::MESSAGE_TOO_BIG.reply());
+            return Flow::Continue;
+        }
+        self.card.clear();
+        self.upstream_lost = false;
+        self.transaction_started = Some(Instant::now());
+        self.envelope.reset_transaction();
+        self.envelope.sender = Some(m.address.clone());
+        self.run_stage(Stage::Mail, None, None).await;
+        let line = path_command("MAIL FROM:", &m);
+        // A kept-open upstream may have timed out while the client was idle: one fresh retry.
+        let reused = self.upstream.is_some();
+        let mut result = self.upstream_command(&line, "MAIL").await;
+        if reused && matches!(result, Err(ref e) if !matches!(e, UpstreamError::NoXclient)) {
+            self.drop_upstream().await;
+            result = self.upstream_command(&line, "MAIL").await;
+        }
+        match result {
+            Ok(r) => {
+                if r.is_positive() {
+                    self.state.on_mail();
+                } else {
+                    self.envelope.sender = None;
+                    self.transaction_started = None;
+                }
+                self.relay(r);
+            }
+            Err(e) => {
+                self.envelope.sender = None;
+                self.transaction_started = None;
+                self.upstream_failed(&e, "MAIL");
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn rcpt(&mut self, r: PathCommand) -> Flow {
+        if let Err(reply) = self.offer.check_rcpt_params(&r.params) {
+            return self.client_error(reply);
+        }
+        if self.upstream_lost {
+            self.conn.queue(&reply::UPSTREAM_UNAVAILABLE.reply());
+            return Flow::Continue;
+        }
+        if self.envelope.recipients.len() >= self.shared.limits.max_recipients {
+            self.conn.queue(&reply::TOO_MANY_RECIPIENTS.reply());
+            return Flow::Continue;
+        }
+        self.run_stage(Stage::Rcpt, Some(&r.address), None).await;
+        let line = path_command("RCPT TO:", &r);
+        match self.upstream_command(&line, "RCPT").await {
+            Ok(reply) => {
+                if reply.is_positive() {
+                    self.envelope.recipients.push(r.address);
+                    self.state.on_rcpt();
+                }
+                self.relay(reply);
+            }
+            Err(e) => self.upstream_failed(&e, "RCPT"),
+        }
+        Flow::Continue
+    }
+
+    async fn data(&mut self) -> Flow {
+        if self.upstream_lost {
+            self.conn.queue(&reply::UPSTREAM_UNAVAILABLE.reply());
+            return Flow::Continue;
+        }
+        self.conn.queue(&reply::START_DATA.reply());
+        let mut reader = DataReader::dot(self.data_limits());
+        if let Err(e) = self
+            .conn
+            .read_data(&mut reader, self.shared.limits.data_timeout.0)
+            .await
+        {
+            return self.lost_client(e);
+        }
+        let size = reader.size();
+        self.finish_message(reader.finish(), size).await
+    }
+
+    async fn bdat(&mut self, size: usize, last: bool) -> Flow {
+        let limits = self.data_limits();
+        let mut transfer = self.bdat.take().unwrap_or_else(|| BdatTransfer {
+            reader: DataReader::chunked(limits),
+        });
+        if let Err(e) = self
+            .conn
+            .read_chunk(
+                &mut transfer.reader,
+                size,
+                self.shared.limits.data_timeout.0,
+            )
+            .await
+        {
+            return self.lost_client(e);
+        }
+        if self.upstream_lost {
+            self.conn.queue(&reply::UPSTREAM_UNAVAILABLE.reply());
+            self.end_transaction(false).await;
+            return Flow::Continue;
+        }
+        if !last {
+            // RFC 3030 2: a failed chunk fails the transaction; an oversized message is refused
+            // at once rather than after the client sent the rest.
+            if transfer.reader.fault() == Some(DataFault::TooBig) {
+                let total = transfer.reader.size();
+                return self.finish_message(Err(DataFault::TooBig), total).await;
+            }
+            self.conn.queue(&Reply::new(
+                250,
+                Enhanced(2, 0, 0),
+                format!("{size} octets received"),
+            ));
+            self.bdat = Some(transfer);
+            self.state.on_bdat_chunk();
+            return Flow::Continue;
+        }
+        let total = transfer.reader.size();
+        self.finish_message(transfer.reader.finish(), total).await
+    }
+
+    /// The message has been read: refuse it for a fault, or check it and send it upstream.
+    async fn finish_message(&mut self, body: Result<Vec<u8>, DataFault>, size: usize) -> Flow {
+        let body = match body {
+            Ok(body) => body,
+            Err(fault) => {
+                let r = match fault {
+                    DataFault::TooBig => reply::MESSAGE_TOO_BIG,
+                    DataFault::BareNewline => reply::BARE_NEWLINE_DATA,
+                    DataFault::LineTooLong => reply::DATA_LINE_TOO_LONG,
+                };
+                tracing::info!(session = self.id, client = %self.envelope.client, ?fault, size, "message refused");
+                self.log_transaction(size, &r.reply());
+                self.conn.queue(&r.reply());
+                self.end_transaction(true).await;
+                return Flow::Continue;
+            }
+        };
+        self.run_stage(Stage::Data, None, Some(&body)).await;
+        let result = match self.upstream.as_mut() {
+            Some(up) => up.data(&[], &body).await,
+            None => Err(UpstreamError::Protocol {
+                stage: "DATA",
+                why: "no upstream session".into(),
+            }),
+        };
+        let final_reply = match result {
+            Ok(r) => {
+                if r.code == 421 || !self.upstream.as_ref().is_some_and(Upstream::is_healthy) {
+                    self.drop_upstream().await;
+                }
+                normalise(r)
+            }
+            Err(e) => {
+                tracing::warn!(session = self.id, client = %self.envelope.client, error = %e, kind = e.kind(),
+                    "upstream failed during DATA; message not accepted");
+                self.drop_upstream().await;
+                reply::UPSTREAM_UNAVAILABLE.reply()
+            }
+        };
+        self.log_transaction(size, &final_reply);
+        self.conn.queue(&final_reply);
+        self.end_transaction(false).await;
+        Flow::Continue
+    }
+
+    fn log_transaction(&self, size: usize, r: &Reply) {
+        let duration = self
+            .transaction_started
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::ZERO);
+        tracing::info!(
+            session = self.id,
+            client = %self.envelope.client,
+            helo = self.envelope.helo.as_deref().unwrap_or(""),
+            tls = self.envelope.tls.unwrap_or("none"),
+            from = self.envelope.sender.as_deref().unwrap_or(""),
+            rcpts = %self.envelope.recipients.join(","),
+            size,
+            score = self.card.total(),
+            reply = %r,
+            duration_ms = duration.as_millis() as u64,
+            "transaction"
+        );
+    }
+
+    /// Ends the open transaction on both sides; `rset_upstream` sends RSET to a healthy
+    /// upstream (after end of data the upstream is already outside a transaction).
+    async fn end_transaction(&mut self, rset_upstream: bool) {
+        let was_open = self.state.in_transaction();
+        self.state.end_transaction();
+        self.envelope.reset_transaction();
+        self.bdat = None;
+        self.upstream_lost = false;
+        self.transaction_started = None;
+        if was_open && rset_upstream {
+            if let Some(up) = self.upstream.as_mut() {
+                up.rset().await;
+                if !up.is_healthy() {
+                    self.drop_upstream().await;
+                }
+            }
+        }
+    }
+
+    async fn drop_upstream(&mut self) {
+        if let Some(up) = self.upstream.take() {
+            up.quit().await;
+        }
+    }
+
+    fn client_facts(&self) -> ClientFacts {
+        ClientFacts {
+            addr: self.envelope.client,
+            name: None,
+            helo: self.envelope.helo.clone(),
+            proto: if self.envelope.esmtp { "ESMTP" } else { "SMTP" },
+        }
+    }
+
+    async fn open_upstream(&mut self) -> Result<(), UpstreamError> {
+        let facts = self.client_facts();
+        match Upstream::connect(&self.shared.upstream, &facts).await {
+            Ok(up) => {
+                self.upstream = Some(up);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, UpstreamError::NoXclient) {
+                    tracing::error!(session = self.id, upstream = %self.shared.upstream.address, "{e}");
+                } else {
+                    tracing::warn!(session = self.id, upstream = %self.shared.upstream.address, error = %e, kind = e.kind(), "cannot open upstream session");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends a MAIL/RCPT line upstream, opening the upstream session first if needed.
+    async fn upstream_command(
+        &mut self,
+        line: &str,
+        stage: &'static str,
+    ) -> Result<Reply, UpstreamError> {
+        if !self.upstream.as_ref().is_some_and(Upstream::is_healthy) {
+            self.drop_upstream().await;
+            self.open_upstream().await?;
+        }
+        let Some(up) = self.upstream.as_mut() else {
+            return Err(UpstreamError::Protocol {
+                stage,
+                why: "no upstream session".into(),
+            });
+        };
+        let r = up.command(line, stage).await?;
+        if !up.is_healthy() {
+            // The upstream said 421: it is closing, so this transaction cannot go on.
+            self.drop_upstream().await;
+            if self.state.in_transaction() {
+                self.upstream_lost = true;
+            }
+        }
+        Ok(r)
+    }
+
+    fn upstream_failed(&mut self, e: &UpstreamError, stage: &'static str) {
+        if !matches!(e, UpstreamError::NoXclient | UpstreamError::Connect { .. }) {
+            tracing::warn!(session = self.id, client = %self.envelope.client, error = %e, kind = e.kind(), stage, "upstream failed");
+        }
+        self.upstream = None;
+        if self.state.in_transaction() {
+            self.upstream_lost = true;
+        }
+        let r = match e {
+            UpstreamError::NoXclient => reply::UPSTREAM_NO_XCLIENT,
+            _ => reply::UPSTREAM_UNAVAILABLE,
+        };
+        self.conn.queue(&r.reply());
+    }
+
+    /// Relays an upstream reply to the client.
+    fn relay(&mut self, r: Reply) {
+        self.conn.queue(&normalise(r));
+    }
+
+    fn lost_client(&mut self, e: ConnError) -> Flow {
+        tracing::info!(session = self.id, client = %self.envelope.client, error = %e, "client lost during message transfer; nothing forwarded");
+        if let ConnError::Timeout = e {
+            self.conn.queue(&reply::TIMEOUT.reply());
+        }
+        Flow::Close
+    }
+
+    /// Runs the checks of a stage and adds their symbols to the card. (Verdicts and early
+    /// refusals build on this hook.)
+    async fn run_stage(&mut self, stage: Stage, recipient: Option<&str>, message: Option<&[u8]>) {
+        if self.shared.pipeline.is_empty_at(stage) {
+            return;
+        }
+        let ctx = Context {
+            stage,
+            envelope: &self.envelope,
+            recipient,
+            message,
+        };
+        let outcome = self.shared.pipeline.run(&ctx).await;
+        self.card.extend(outcome.symbols);
+    }
+
+    /// The session's current phase (for tests of the loop).
+    pub fn phase(&self) -> Phase {
+        self.state.phase()
+    }
+}
+
+/// The command line for MAIL/RCPT as relayed upstream: the client's path and parameters.
+fn path_command(verb: &str, c: &PathCommand) -> String {
+    let mut line = String::with_capacity(verb.len() + c.path.len() + 32);
+    line.push_str(verb);
+    line.push_str(&c.path);
+    for p in &c.params {
+        line.push(' ');
+        line.push_str(&p.raw);
+    }
+    line
+}
+
+/// Makes an upstream reply safe to relay: 421 means the upstream is closing, but the client
+/// session goes on, so it becomes 451; every reply gets an enhanced code (RFC 2034).
+fn normalise(mut r: Reply) -> Reply {
+    if r.code == 421 {
+        r.code = 451;
+    }
+    if r.enhanced.is_none_or(|e| u16::from(e.0) != r.class()) {
+        r.enhanced = Some(Enhanced(r.class() as u8, 0, 0));
+    }
+    r
+}
