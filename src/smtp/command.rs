@@ -95,6 +95,10 @@ impl Command {
                 })
             }
             Request::Rcpt { to } => {
+                // RFC 5321 4.1.1.3: the forward-path is never null.
+                if to.address.is_empty() {
+                    return Err(reply::BAD_RECIPIENT.reply());
+                }
                 let (path, params) = Self::raw_path(line, "RCPT TO:<forward-path> [parameters]")?;
                 Command::Rcpt(PathCommand {
                     address: to.address.into_owned(),
@@ -209,5 +213,6 @@ mod tests {
         assert_eq!(code("MAIL FROM:<a@b> FOO=bar"), 555);
         assert_eq!(code("MAIL FROM:<a@b> BODY=9BIT"), 555);
         assert_eq!(code("BDAT x"), 501);
+        assert_eq!(code("RCPT TO:<>"), 501);
     }
 }

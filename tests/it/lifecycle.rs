@@ -1,0 +1,186 @@
+//! Start-up, config errors and graceful shutdown, in-process and through the real binary.
+
+use crate::support::{Moat, Sink};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_completes_a_transaction_in_flight() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let addr = moat.addr;
+    let mut busy = moat.client().await;
+    let mut idle = moat.client().await;
+    idle.ehlo().await;
+    busy.ehlo().await;
+    assert_eq!(busy.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    assert_eq!(busy.cmd("RCPT TO:<b@example.test>").await.code, 250);
+    assert_eq!(busy.cmd("DATA").await.code, 354);
+    busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n").await;
+    let drained = tokio::spawn(moat.shutdown());
+    // The idle session is told to go away.
+    let r = idle.read_reply().await;
+    assert_eq!((r.code, r.enhanced()), (421, Some("4.3.2")), "{r:?}");
+    // New connections are no longer accepted.
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "listener still accepting after shutdown");
+    // The transaction in flight completes and is delivered.
+    busy.send(b"second half\r\n.\r\n").await;
+    let r = busy.read_reply().await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(
+        sink.messages()[0].body,
+        b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n"
+    );
+    // After it, the session is closed too, and the drain finishes.
+    let r = busy.try_read_reply().await;
+    assert!(
+        r.is_none() || r.as_ref().is_some_and(|r| r.code == 421),
+        "{r:?}"
+    );
+    assert!(
+        drained.await.unwrap(),
+        "drain did not finish in the grace period"
+    );
+}
+
+fn moat_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_moat"))
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("moat.toml");
+    std::fs::write(&path, "[server]\nlisten = [\"not-an-address\"]\n[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n").unwrap();
+    let out = moat_bin()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    assert!(
+        err.contains(&format!("{file}: server.listen[0]: \"not-an-address\"")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}: tls.cert: /nonexistent/cert.pem does not exist"
+        )),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nunknown_key = 1\n",
+    )
+    .unwrap();
+    let out = moat_bin()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{file}: line 3")) && err.contains("unknown_key"),
+        "{err}"
+    );
+
+    let out = moat_bin()
+        .args(["serve", "--config", "/nonexistent/moat.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/moat.toml: cannot read"));
+}
+
+#[test]
+fn version_and_help() {
+    let out = moat_bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("moat "));
+    let out = moat_bin().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--listen") && help.contains("--upstream") && help.contains("--config"),
+        "{help}"
+    );
+}
+
+/// The shipped config, with the flags overriding listen and upstream, then SIGTERM: exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
+    let sink = Sink::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/moat.toml");
+    let mut child = moat_bin()
+        .args([
+            "serve",
+            "--config",
+            config,
+            "--listen",
+            &listen,
+            "--upstream",
+            &sink.addr.to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(&listen).await {
+            drop(tcp);
+            client = Some(crate::support::Client::connect(listen.parse().unwrap()).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut c = client.expect("moat binary did not start listening");
+    assert_eq!(c.greeting.code, 220);
+    c.ehlo().await;
+    let r = c
+        .send_message(
+            "a@example.test",
+            &["b@example.test"],
+            b"Subject: bin\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = &mut child;
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    // One summary line per transaction, with the upstream's reply in it.
+    assert!(
+        log.contains("transaction") && log.contains("queued as SINK1"),
+        "{log}"
+    );
+}

@@ -1,0 +1,355 @@
+//! The core relay: bodies arrive byte-identical, pipelining keeps order, the upstream's replies
+//! and parameters pass through, XCLIENT carries the real client.
+
+use crate::support::{crlf, Moat, Sink, SinkOptions};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_arrives_byte_identical() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    assert_eq!(c.greeting.code, 220);
+    assert_eq!(c.greeting.lines[0], "220 moat.test ESMTP moat");
+    c.ehlo().await;
+    // Lines that start with dots (stuffed on the wire), a 998-octet line, 8-bit octets, an
+    // empty line and trailing whitespace.
+    let mut body = crlf(
+        "From: a@example.test\nTo: b@example.test\nSubject: test\n\n.\n..two dots\n.leading\n",
+    );
+    body.extend(std::iter::repeat_n(b'x', 998));
+    body.extend_from_slice(b"\r\n");
+    body.extend_from_slice(&[0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xFF, b'\r', b'\n']);
+    body.extend_from_slice(b"trailing space   \r\n\r\nend\r\n");
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], &body)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    // The client hears the upstream's own final reply, queue id included.
+    assert!(r.contains("queued as SINK1"), "{r:?}");
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].body, body);
+    assert_eq!(msgs[0].mail, "MAIL FROM:<a@example.test>");
+    assert_eq!(msgs[0].rcpts, vec!["RCPT TO:<b@example.test>"]);
+    // A second transaction in the same session.
+    let r = c
+        .send_message("", &["b@example.test"], b"Subject: two\r\n\r\nsecond\r\n")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(sink.messages().len(), 2);
+    assert_eq!(sink.messages()[1].mail, "MAIL FROM:<>");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    assert!(c.is_closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_body_is_relayed() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(sink.messages()[0].body, b"");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_pipelining_gets_replies_in_order() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<reject@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n").await;
+    let codes: Vec<u16> = [(); 5].iter().map(|_| 0).collect();
+    let mut got = Vec::new();
+    for _ in codes {
+        got.push(c.read_reply().await);
+    }
+    let codes: Vec<u16> = got.iter().map(|r| r.code).collect();
+    assert_eq!(codes, vec![250, 250, 550, 250, 354], "{got:?}");
+    c.send(b"Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        .await;
+    let r = c.read_reply().await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.read_reply().await.code, 221);
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].rcpts.len(), 2);
+    assert_eq!(msgs[0].body, b"Subject: pipelined\r\n\r\nbody\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_recipient_refusals_are_relayed_exactly() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    let r = c.cmd("RCPT TO:<reject@example.test>").await;
+    assert_eq!(
+        r.lines,
+        vec!["550 5.1.1 <reject@example.test>: Recipient address rejected: User unknown"]
+    );
+    let r = c.cmd("RCPT TO:<defer@example.test>").await;
+    assert_eq!(r.code, 450);
+    assert_eq!(r.enhanced(), Some("4.2.0"));
+    // An upstream reply without an enhanced code gets a generic one (RFC 2034).
+    let r = c.cmd("RCPT TO:<noenhanced@example.test>").await;
+    assert_eq!(r.lines, vec!["550 5.0.0 no such user here"]);
+    // No recipient accepted: DATA is refused and nothing is read as mail.
+    let r = c.cmd("DATA").await;
+    assert_eq!((r.code, r.enhanced()), (554, Some("5.5.1")), "{r:?}");
+    assert_eq!(c.cmd("RCPT TO:<ok@example.test>").await.code, 250);
+    let r = c.cmd("DATA").await;
+    assert_eq!(r.code, 354);
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.read_reply().await.code, 250);
+    assert_eq!(sink.messages()[0].rcpts, vec!["RCPT TO:<ok@example.test>"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_refusal_by_upstream_is_relayed() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<mailfail@example.test>").await;
+    assert_eq!((r.code, r.enhanced()), (451, Some("4.3.0")), "{r:?}");
+    // The transaction did not open: RCPT is out of sequence.
+    assert_eq!(c.cmd("RCPT TO:<b@example.test>").await.code, 503);
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parameters_pass_through_unchanged() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    let ehlo = c.ehlo().await;
+    for kw in [
+        "PIPELINING",
+        "SIZE ",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "CHUNKING",
+        "DSN",
+    ] {
+        assert!(ehlo.contains(kw), "{kw} missing: {ehlo:?}");
+    }
+    assert!(
+        !ehlo.contains("STARTTLS"),
+        "no certificate, no STARTTLS: {ehlo:?}"
+    );
+    assert!(!ehlo.contains("XCLIENT"));
+    let r = c
+        .cmd("MAIL FROM:<a@example.test> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ314159 SMTPUTF8")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = c
+        .cmd("RCPT TO:<b@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.test")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let cmds = sink.commands();
+    assert!(
+        cmds.contains(
+            &"MAIL FROM:<a@example.test> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=QQ314159 SMTPUTF8"
+                .to_string()
+        ),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(
+            &"RCPT TO:<b@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.test"
+                .to_string()
+        ),
+        "{cmds:?}"
+    );
+    // RSET goes upstream too.
+    assert_eq!(c.cmd("RSET").await.code, 250);
+    assert_eq!(sink.commands().last().map(String::as_str), Some("RSET"));
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    assert!(c.is_closed().await);
+    // QUIT is propagated when the client leaves.
+    for _ in 0..50 {
+        if sink.commands().last().map(String::as_str) == Some("QUIT") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("upstream never saw QUIT: {:?}", sink.commands());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offer_follows_the_upstream() {
+    let sink = Sink::with(SinkOptions {
+        dsn: false,
+        smtputf8: false,
+        eight_bit: false,
+        size: Some(100_000),
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    let ehlo = c.ehlo().await;
+    assert!(ehlo.contains("250-SIZE 100000"), "{ehlo:?}");
+    for kw in ["DSN", "SMTPUTF8", "8BITMIME"] {
+        assert!(
+            !ehlo.contains(kw),
+            "{kw} offered although the upstream lacks it: {ehlo:?}"
+        );
+    }
+    // Parameters of extensions not offered are refused, not relayed.
+    let r = c.cmd("MAIL FROM:<a@example.test> RET=HDRS").await;
+    assert_eq!((r.code, r.enhanced()), (555, Some("5.5.4")), "{r:?}");
+    let r = c.cmd("MAIL FROM:<a@example.test> BODY=8BITMIME").await;
+    assert_eq!(r.code, 555, "{r:?}");
+    let r = c.cmd("MAIL FROM:<a@example.test> SMTPUTF8").await;
+    assert_eq!(r.code, 555, "{r:?}");
+    // SIZE is the upstream's smaller limit.
+    let r = c.cmd("MAIL FROM:<a@example.test> SIZE=100001").await;
+    assert_eq!((r.code, r.enhanced()), (552, Some("5.3.4")), "{r:?}");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> BODY=7BIT").await.code,
+        250
+    );
+    let r = c.cmd("RCPT TO:<b@example.test> NOTIFY=NEVER").await;
+    assert_eq!(r.code, 555, "{r:?}");
+    assert!(!sink
+        .commands()
+        .iter()
+        .any(|l| l.contains("RET=") || l.contains("NOTIFY")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xclient_carries_the_real_client() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.cmd("EHLO Client.Example").await;
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    let xclient = sink.messages()[0].xclient.clone().expect("XCLIENT sent");
+    let port = c.local.port();
+    assert_eq!(
+        xclient,
+        format!(
+            "XCLIENT ADDR=127.0.0.1 PORT={port} NAME=[UNAVAILABLE] HELO=Client.Example PROTO=ESMTP"
+        )
+    );
+    // After XCLIENT the sink's new greeting is followed by a fresh EHLO (XCLIENT_README).
+    let cmds = sink.commands();
+    let i = cmds.iter().position(|l| l.starts_with("XCLIENT")).unwrap();
+    assert!(cmds[i + 1].starts_with("EHLO "), "{cmds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_without_xclient_is_a_tempfail() {
+    let sink = Sink::with(SinkOptions {
+        xclient: false,
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<a@example.test>").await;
+    assert_eq!((r.code, r.enhanced()), (451, Some("4.3.0")), "{r:?}");
+    assert!(!sink.commands().iter().any(|l| l.starts_with("MAIL")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xforward_mode_for_mtas_without_xclient() {
+    let sink = Sink::with(SinkOptions {
+        xclient: false,
+        xforward: true,
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.upstream.forwarding = moat::config::Forwarding::Xforward)
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.cmd("HELO old.example").await;
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    let xf = sink.messages()[0].xforward.clone().expect("XFORWARD sent");
+    assert_eq!(
+        xf,
+        format!("XFORWARD ADDR=127.0.0.1 PORT={} NAME=[UNAVAILABLE] HELO=old.example PROTO=SMTP SOURCE=REMOTE", c.local.port())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bdat_chunks_are_relayed() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.test>").await.code, 250);
+    // Chunks are binary: a line with a lone dot is content, not an end.
+    let part1 = b"Subject: chunks\r\n\r\n.\r\n";
+    let part2 = b"..two\r\nlast line\r\n";
+    c.send(format!("BDAT {}\r\n", part1.len()).as_bytes()).await;
+    c.send(part1).await;
+    let r = c.read_reply().await;
+    assert_eq!((r.code, r.enhanced()), (250, Some("2.0.0")), "{r:?}");
+    // Pipelined: the last chunk and QUIT in one write.
+    let mut packet = format!("BDAT {} LAST\r\n", part2.len()).into_bytes();
+    packet.extend_from_slice(part2);
+    packet.extend_from_slice(b"QUIT\r\n");
+    c.send(&packet).await;
+    let r = c.read_reply().await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(r.contains("queued as"), "{r:?}");
+    assert_eq!(c.read_reply().await.code, 221);
+    let mut want = part1.to_vec();
+    want.extend_from_slice(part2);
+    assert_eq!(sink.messages()[0].body, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bdat_without_recipients_is_read_and_refused() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    // Out of sequence: the chunk is still consumed, so the next command is understood.
+    c.send(b"BDAT 5 LAST\r\nhello").await;
+    assert_eq!(c.read_reply().await.code, 503);
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    c.send(b"BDAT 5 LAST\r\nhello").await;
+    let r = c.read_reply().await;
+    assert_eq!((r.code, r.enhanced()), (554, Some("5.5.1")), "{r:?}");
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_listener_works() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.server.listen = vec!["[::1]:0".into()])
+        .start()
+        .await;
+    assert!(moat.addr.is_ipv6());
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"v6\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    let xclient = sink.messages()[0].xclient.clone().unwrap();
+    assert!(xclient.contains("ADDR=IPV6:::1 "), "{xclient}");
+}

@@ -1,0 +1,285 @@
+//! A scriptable SMTP sink that plays the upstream MTA: it records what it receives and can be
+//! told to refuse, drop the connection mid-DATA, or stall.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the sink behaves.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// Offer XCLIENT.
+    pub xclient: bool,
+    /// Offer XFORWARD.
+    pub xforward: bool,
+    /// Offer DSN.
+    pub dsn: bool,
+    /// Offer 8BITMIME.
+    pub eight_bit: bool,
+    /// Offer SMTPUTF8.
+    pub smtputf8: bool,
+    /// Offer SIZE with this limit.
+    pub size: Option<usize>,
+    /// The final reply to a message (`{n}` becomes a queue id).
+    pub data_reply: String,
+    /// Close the connection after this many octets of message data.
+    pub die_mid_data: Option<usize>,
+    /// Wait this long before the final reply to a message.
+    pub stall_after_data: Option<Duration>,
+    /// Wait this long before the greeting.
+    pub stall_greeting: Option<Duration>,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        SinkOptions {
+            xclient: true,
+            xforward: false,
+            dsn: true,
+            eight_bit: true,
+            smtputf8: true,
+            size: Some(50_000_000),
+            data_reply: "250 2.0.0 Ok: queued as SINK{n}".into(),
+            die_mid_data: None,
+            stall_after_data: None,
+            stall_greeting: None,
+        }
+    }
+}
+
+/// One message the sink accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// The XCLIENT line that preceded it, if any.
+    pub xclient: Option<String>,
+    /// The XFORWARD line that preceded it, if any.
+    pub xforward: Option<String>,
+    /// The MAIL line as received.
+    pub mail: String,
+    /// The RCPT lines the sink accepted.
+    pub rcpts: Vec<String>,
+    /// The message, dot-stuffing undone.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    messages: Vec<Received>,
+    commands: Vec<String>,
+    connections: usize,
+}
+
+/// A running sink on 127.0.0.1.
+#[derive(Clone)]
+pub struct Sink {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Sink {
+    /// Starts a sink with default options.
+    pub async fn start() -> Sink {
+        Self::with(SinkOptions::default()).await
+    }
+
+    /// Starts a sink with these options.
+    pub async fn with(opts: SinkOptions) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let addr = listener.local_addr().expect("sink addr");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let l2 = log.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                l2.lock().unwrap().connections += 1;
+                tokio::spawn(serve(tcp, opts.clone(), l2.clone()));
+            }
+        });
+        Sink { addr, log }
+    }
+
+    /// The messages accepted so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.log.lock().unwrap().messages.clone()
+    }
+
+    /// Every command line received so far, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.log.lock().unwrap().commands.clone()
+    }
+
+    /// Connections accepted so far (the start-up probe included).
+    pub fn connections(&self) -> usize {
+        self.log.lock().unwrap().connections
+    }
+}
+
+async fn serve(mut tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
+    if let Some(d) = opts.stall_greeting {
+        tokio::time::sleep(d).await;
+    }
+    let mut buf = Vec::new();
+    let mut current = Received::default();
+    let mut xclient = None;
+    let mut xforward = None;
+    if tcp.write_all(b"220 sink.test ESMTP\r\n").await.is_err() {
+        return;
+    }
+    loop {
+        let Some(line) = read_line(&mut tcp, &mut buf).await else {
+            return;
+        };
+        log.lock().unwrap().commands.push(line.clone());
+        let upper = line.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            let mut caps = vec!["250-sink.test".to_string(), "250-PIPELINING".into()];
+            if let Some(n) = opts.size {
+                caps.push(format!("250-SIZE {n}"));
+            }
+            if opts.eight_bit {
+                caps.push("250-8BITMIME".into());
+            }
+            if opts.dsn {
+                caps.push("250-DSN".into());
+            }
+            if opts.smtputf8 {
+                caps.push("250-SMTPUTF8".into());
+            }
+            if opts.xclient {
+                caps.push("250-XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN".into());
+            }
+            if opts.xforward {
+                caps.push("250-XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT".into());
+            }
+            caps.push("250 ENHANCEDSTATUSCODES".into());
+            caps.join("\r\n")
+        } else if upper.starts_with("XCLIENT") {
+            xclient = Some(line.clone());
+            "220 sink.test ESMTP".into()
+        } else if upper.starts_with("XFORWARD") {
+            xforward = Some(line.clone());
+            "250 2.0.0 Ok".into()
+        } else if upper.starts_with("MAIL") {
+            current = Received {
+                xclient: xclient.clone(),
+                xforward: xforward.clone(),
+                mail: line.clone(),
+                ..Default::default()
+            };
+            if line.contains("mailfail") {
+                "451 4.3.0 <sender>: temporary sender trouble".into()
+            } else {
+                "250 2.1.0 Ok".into()
+            }
+        } else if upper.starts_with("RCPT") {
+            if line.contains("<reject") {
+                "550 5.1.1 <reject@example.test>: Recipient address rejected: User unknown".into()
+            } else if line.contains("<defer") {
+                "450 4.2.0 <defer@example.test>: Recipient address rejected: try later".into()
+            } else if line.contains("<noenhanced") {
+                "550 no such user here".into()
+            } else {
+                current.rcpts.push(line.clone());
+                "250 2.1.5 Ok".into()
+            }
+        } else if upper == "DATA" {
+            if tcp
+                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let Some(body) = read_data(&mut tcp, &mut buf, opts.die_mid_data).await else {
+                return;
+            };
+            if let Some(d) = opts.stall_after_data {
+                tokio::time::sleep(d).await;
+            }
+            current.body = body;
+            let mut l = log.lock().unwrap();
+            let n = l.messages.len() + 1;
+            let reply = opts.data_reply.replace("{n}", &n.to_string());
+            if reply.starts_with('2') {
+                l.messages.push(std::mem::take(&mut current));
+            }
+            reply
+        } else if upper == "RSET" {
+            current = Received::default();
+            "250 2.0.0 Ok".into()
+        } else if upper == "QUIT" {
+            let _ = tcp.write_all(b"221 2.0.0 Bye\r\n").await;
+            return;
+        } else if upper == "NOOP" {
+            "250 2.0.0 Ok".into()
+        } else {
+            "502 5.5.2 Error: command not recognized".into()
+        };
+        if tcp
+            .write_all(format!("{reply}\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 16384];
+    let n = tcp.read(&mut chunk).await.ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
+}
+
+async fn read_line(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = buf.drain(..i + 2).collect();
+            return Some(String::from_utf8_lossy(&line[..i]).into_owned());
+        }
+        read_more(tcp, buf).await?;
+    }
+}
+
+/// Reads a message to CRLF.CRLF exactly (strict, like a modern MTA), undoing dot-stuffing.
+async fn read_data(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    die_after: Option<usize>,
+) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        while let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line: Vec<u8> = buf.drain(..i + 2).collect();
+            seen += line.len();
+            if line == b".\r\n" {
+                return Some(body);
+            }
+            let content = if line.first() == Some(&b'.') {
+                &line[1..]
+            } else {
+                &line[..]
+            };
+            body.extend_from_slice(content);
+        }
+        if let Some(limit) = die_after {
+            if seen + buf.len() >= limit {
+                return None;
+            }
+        }
+        read_more(tcp, buf).await?;
+        if let Some(limit) = die_after {
+            if seen + buf.len() >= limit {
+                // Drop the connection in the middle of the message.
+                return None;
+            }
+        }
+    }
+}
