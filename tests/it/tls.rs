@@ -1,7 +1,7 @@
 //! STARTTLS with an rcgen certificate, including the plaintext injection attempt
 //! (CVE-2011-0411 class).
 
-use crate::support::{certs, Moat, Sink};
+use crate::support::{certs, Moat, Sink, SinkOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn starttls_then_a_transaction() {
@@ -97,4 +97,77 @@ async fn failed_handshake_closes_only_that_session() {
     assert!(c.is_closed().await);
     let mut d = moat.client().await;
     assert_eq!(d.cmd("NOOP").await.code, 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starttls_to_the_upstream_verified_against_a_ca() {
+    let certs = certs::make();
+    let server_tls = moat::tls::server_config(&certs.cert, &certs.key).unwrap();
+    let sink = Sink::with(SinkOptions {
+        tls: Some(server_tls),
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.upstream.starttls = true;
+            c.upstream.tls_ca = Some(certs.ca.clone());
+            c.upstream.tls_server_name = Some("moat.test".into());
+        })
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c
+        .send_message(
+            "a@example.test",
+            &["b@example.test"],
+            b"Subject: hop\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let msg = &sink.messages()[0];
+    assert!(msg.tls.is_some(), "upstream hop not encrypted");
+    assert!(msg.xclient.is_some(), "XCLIENT must follow STARTTLS");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tls_failures_are_tempfails() {
+    // Required STARTTLS but the upstream does not offer it.
+    let certs = certs::make();
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.upstream.starttls = true;
+            c.upstream.tls_verify = false;
+        })
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<a@example.test>").await;
+    assert_eq!((r.code, r.enhanced()), (451, Some("4.4.1")), "{r:?}");
+    // A certificate that does not match the name to verify.
+    let other = certs::make();
+    let sink = Sink::with(SinkOptions {
+        tls: Some(moat::tls::server_config(&other.cert, &other.key).unwrap()),
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.upstream.starttls = true;
+            c.upstream.tls_ca = Some(certs.ca.clone());
+            c.upstream.tls_server_name = Some("moat.test".into());
+        })
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<a@example.test>").await;
+    assert_eq!((r.code, r.enhanced()), (451, Some("4.4.1")), "{r:?}");
+    assert!(!sink.commands().iter().any(|l| l.starts_with("MAIL")));
 }

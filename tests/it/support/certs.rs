@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// PEM files of a server identity and the CA that signed it.
 pub struct TestCerts {
     /// Holds the files alive.
-    pub dir: tempfile::TempDir,
+    pub _dir: tempfile::TempDir,
     /// Server certificate chain (PEM).
     pub cert: PathBuf,
     /// Server private key (PEM).
@@ -43,7 +43,7 @@ pub fn make() -> TestCerts {
     std::fs::write(&paths.1, key.serialize_pem()).expect("write key");
     std::fs::write(&paths.2, ca_cert.pem()).expect("write ca");
     TestCerts {
-        dir,
+        _dir: dir,
         cert: paths.0,
         key: paths.1,
         ca: paths.2,

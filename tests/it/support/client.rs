@@ -21,13 +21,6 @@ pub struct TestReply {
 }
 
 impl TestReply {
-    /// The text after the code of the last line.
-    pub fn text(&self) -> &str {
-        self.lines
-            .last()
-            .map(|l| l.get(4..).unwrap_or(""))
-            .unwrap_or("")
-    }
     /// True if any line contains `s`.
     pub fn contains(&self, s: &str) -> bool {
         self.lines.iter().any(|l| l.contains(s))
@@ -69,30 +62,10 @@ impl Client {
         c
     }
 
-    /// Connects without reading anything.
-    pub async fn connect_raw(addr: SocketAddr) -> Client {
-        let tcp = TcpStream::connect(addr).await.expect("connect to moat");
-        let local = tcp.local_addr().expect("local addr");
-        Client {
-            stream: Stream::Plain(tcp),
-            buf: Vec::new(),
-            greeting: TestReply {
-                code: 0,
-                lines: vec![],
-            },
-            local,
-        }
-    }
-
     /// Sends bytes as they are.
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("send");
         self.stream.flush().await.expect("flush");
-    }
-
-    /// Sends bytes; false if the connection was already closed.
-    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
     async fn fill(&mut self) -> Option<()> {

@@ -61,11 +61,6 @@ impl Moat {
         }
     }
 
-    /// The server, for tests that need its handles.
-    pub fn server(&self) -> &Server {
-        self.server.as_ref().expect("server running")
-    }
-
     /// A connected client that has read the greeting.
     pub async fn client(&self) -> Client {
         Client::connect(self.addr).await

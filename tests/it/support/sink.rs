@@ -1,6 +1,7 @@
 //! A scriptable SMTP sink that plays the upstream MTA: it records what it receives and can be
 //! told to refuse, drop the connection mid-DATA, or stall.
 
+use moat::stream::Stream;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct SinkOptions {
     pub stall_after_data: Option<Duration>,
     /// Wait this long before the greeting.
     pub stall_greeting: Option<Duration>,
+    /// Offer STARTTLS with this identity.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for SinkOptions {
@@ -45,6 +48,7 @@ impl Default for SinkOptions {
             die_mid_data: None,
             stall_after_data: None,
             stall_greeting: None,
+            tls: None,
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct Received {
     pub xclient: Option<String>,
     /// The XFORWARD line that preceded it, if any.
     pub xforward: Option<String>,
+    /// The TLS version of the upstream hop, if encrypted.
+    pub tls: Option<&'static str>,
     /// The MAIL line as received.
     pub mail: String,
     /// The RCPT lines the sink accepted.
@@ -116,7 +122,8 @@ impl Sink {
     }
 }
 
-async fn serve(mut tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
+async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
+    let mut tcp = Stream::Plain(tcp);
     if let Some(d) = opts.stall_greeting {
         tokio::time::sleep(d).await;
     }
@@ -153,8 +160,29 @@ async fn serve(mut tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             if opts.xforward {
                 caps.push("250-XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT".into());
             }
+            if opts.tls.is_some() && tcp.tls_version().is_none() {
+                caps.push("250-STARTTLS".into());
+            }
             caps.push("250 ENHANCEDSTATUSCODES".into());
             caps.join("\r\n")
+        } else if upper == "STARTTLS" && opts.tls.is_some() {
+            let Some(cfg) = opts.tls.clone() else { return };
+            if tcp
+                .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let Some(plain) = tcp.take_plain() else {
+                return;
+            };
+            match tokio_rustls::TlsAcceptor::from(cfg).accept(plain).await {
+                Ok(tls) => tcp = Stream::ServerTls(Box::new(tls)),
+                Err(_) => return,
+            }
+            buf.clear();
+            continue;
         } else if upper.starts_with("XCLIENT") {
             xclient = Some(line.clone());
             "220 sink.test ESMTP".into()
@@ -165,6 +193,7 @@ async fn serve(mut tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             current = Received {
                 xclient: xclient.clone(),
                 xforward: xforward.clone(),
+                tls: tcp.tls_version(),
                 mail: line.clone(),
                 ..Default::default()
             };
@@ -227,7 +256,7 @@ async fn serve(mut tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
     }
 }
 
-async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+async fn read_more(tcp: &mut Stream, buf: &mut Vec<u8>) -> Option<()> {
     let mut chunk = [0u8; 16384];
     let n = tcp.read(&mut chunk).await.ok()?;
     if n == 0 {
@@ -237,7 +266,7 @@ async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-async fn read_line(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+async fn read_line(tcp: &mut Stream, buf: &mut Vec<u8>) -> Option<String> {
     loop {
         if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
             let line: Vec<u8> = buf.drain(..i + 2).collect();
@@ -249,7 +278,7 @@ async fn read_line(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
 
 /// Reads a message to CRLF.CRLF exactly (strict, like a modern MTA), undoing dot-stuffing.
 async fn read_data(
-    tcp: &mut TcpStream,
+    tcp: &mut Stream,
     buf: &mut Vec<u8>,
     die_after: Option<usize>,
 ) -> Option<Vec<u8>> {
