@@ -26,7 +26,8 @@ impl ScoreCard {
 
     /// The sum of all scores.
     pub fn total(&self) -> f64 {
-        self.symbols.iter().map(|s| s.score).sum()
+        // fold from +0.0: an empty card must print as 0, not -0 (f64's Sum starts at -0.0).
+        self.symbols.iter().fold(0.0, |acc, s| acc + s.score)
     }
 
     /// Forgets everything (new transaction).

@@ -80,7 +80,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// How a command's handling ends for the session loop.
 enum Flow {
     Continue,
-    Close,
+    /// End the session, for the reason given (logged).
+    Close(&'static str),
 }
 
 /// The message being received with BDAT.
@@ -184,8 +185,8 @@ impl Session {
                 Input::TooLong => self.client_error(reply::LINE_TOO_LONG.reply()),
                 Input::BareNewline => self.client_error(reply::BARE_NEWLINE_COMMAND.reply()),
             };
-            if let Flow::Close = flow {
-                return "closed by moat";
+            if let Flow::Close(reason) = flow {
+                return reason;
             }
         }
     }
@@ -213,7 +214,7 @@ impl Session {
         if self.errors >= self.shared.limits.max_errors {
             tracing::info!(session = self.id, client = %self.envelope.client, "too many errors");
             self.conn.queue(&reply::TOO_MANY_ERRORS.reply());
-            return Flow::Close;
+            return Flow::Close("too many errors");
         }
         Flow::Continue
     }
@@ -265,7 +266,7 @@ impl Session {
             Command::Quit => {
                 self.end_transaction(true).await;
                 self.conn.queue(&reply::BYE.reply());
-                Flow::Close
+                Flow::Close("quit")
             }
             Command::StartTls => self.starttls().await,
             Command::NotImplemented(_) => self.client_error(reply::NOT_IMPLEMENTED.reply()),
@@ -317,10 +318,10 @@ impl Session {
                 "discarded plaintext pipelined after STARTTLS (command injection attempt)");
         }
         if self.conn.flush().await.is_err() {
-            return Flow::Close;
+            return Flow::Close("client i/o error");
         }
         let Some(tcp) = self.conn.take_stream().take_plain() else {
-            return Flow::Close;
+            return Flow::Close("TLS state error");
         };
         let handshake = tokio::time::timeout(
             self.shared.limits.tls_handshake_timeout.0,
@@ -342,11 +343,11 @@ impl Session {
             }
             Ok(Err(e)) => {
                 tracing::info!(session = self.id, client = %self.envelope.client, error = %e, "TLS handshake failed");
-                Flow::Close
+                Flow::Close("TLS handshake failed")
             }
             Err(_) => {
                 tracing::info!(session = self.id, client = %self.envelope.client, "TLS handshake timed out");
-                Flow::Close
+                Flow::Close("TLS handshake timeout")
             }
         }
     }
@@ -647,8 +648,9 @@ impl Session {
         tracing::info!(session = self.id, client = %self.envelope.client, error = %e, "client lost during message transfer; nothing forwarded");
         if let ConnError::Timeout = e {
             self.conn.queue(&reply::TIMEOUT.reply());
+            return Flow::Close("timeout during message transfer");
         }
-        Flow::Close
+        Flow::Close("client lost during message transfer")
     }
 
     /// Runs the checks of a stage and adds their symbols to the card. (Verdicts and early
