@@ -281,10 +281,9 @@ impl Session {
     }
 
     async fn helo(&mut self, name: String, esmtp: bool) -> Flow {
-        // A new HELO ends the transaction; the upstream session carries the old HELO in its
-        // XCLIENT attributes, so it is closed and the next MAIL opens a fresh one.
-        self.end_transaction(false).await;
-        self.drop_upstream().await;
+        // RFC 5321 4.1.4: a new EHLO ends the transaction, on both sides. The upstream session
+        // stays; the next MAIL announces the new HELO name with XCLIENT first.
+        self.end_transaction(true).await;
         self.envelope.helo = Some(name.clone());
         self.envelope.esmtp = esmtp;
         self.state.on_helo();
@@ -370,10 +369,10 @@ impl Session {
         let line = path_command("MAIL FROM:", &m);
         // A kept-open upstream may have timed out while the client was idle: one fresh retry.
         let reused = self.upstream.is_some();
-        let mut result = self.upstream_command(&line, "MAIL").await;
-        if reused && matches!(result, Err(ref e) if !matches!(e, UpstreamError::NoXclient)) {
+        let mut result = self.begin_upstream_transaction(&line).await;
+        if reused && matches!(result, Err(ref e) if e.may_retry_on_new_connection()) {
             self.drop_upstream().await;
-            result = self.upstream_command(&line, "MAIL").await;
+            result = self.begin_upstream_transaction(&line).await;
         }
         match result {
             Ok(r) => {
@@ -597,16 +596,26 @@ impl Session {
         }
     }
 
-    /// Sends a MAIL/RCPT line upstream, opening the upstream session first if needed.
+    /// Opens the upstream session if needed, announces the client (XCLIENT/XFORWARD) and sends
+    /// MAIL.
+    async fn begin_upstream_transaction(&mut self, mail: &str) -> Result<Reply, UpstreamError> {
+        if !self.upstream.as_ref().is_some_and(Upstream::is_healthy) {
+            self.drop_upstream().await;
+            self.open_upstream().await?;
+        }
+        let facts = self.client_facts();
+        if let Some(up) = self.upstream.as_mut() {
+            up.prepare(&facts).await?;
+        }
+        self.upstream_command(mail, "MAIL").await
+    }
+
+    /// Sends a MAIL/RCPT line on the open upstream session.
     async fn upstream_command(
         &mut self,
         line: &str,
         stage: &'static str,
     ) -> Result<Reply, UpstreamError> {
-        if !self.upstream.as_ref().is_some_and(Upstream::is_healthy) {
-            self.drop_upstream().await;
-            self.open_upstream().await?;
-        }
         let Some(up) = self.upstream.as_mut() else {
             return Err(UpstreamError::Protocol {
                 stage,

@@ -76,6 +76,15 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// True when a fresh connection might succeed where a kept-open one failed (the MTA closed
+    /// an idle session), as opposed to a refusal or a configuration problem.
+    pub fn may_retry_on_new_connection(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Io { .. } | UpstreamError::Protocol { .. }
+        )
+    }
+
     /// A short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -181,6 +190,8 @@ pub struct Upstream {
     caps: UpstreamCapabilities,
     /// Replies that show the session is unusable; the caller must drop it.
     broken: bool,
+    /// The HELO name and protocol last announced with XCLIENT.
+    announced: Option<(Option<String>, &'static str)>,
 }
 
 impl Upstream {
@@ -195,19 +206,36 @@ impl Upstream {
         Ok(caps)
     }
 
-    /// Opens a session: greeting, EHLO, STARTTLS if configured, XCLIENT or XFORWARD.
+    /// Opens a session: greeting, EHLO, STARTTLS if configured, and XCLIENT.
     pub async fn connect(
         settings: &Arc<UpstreamSettings>,
         client: &ClientFacts,
     ) -> Result<Upstream, UpstreamError> {
         let mut up = Self::open(settings).await?;
-        match settings.forwarding {
-            Forwarding::Xclient => up.xclient(client).await?,
-            Forwarding::Xforward => up.xforward(client).await?,
-            Forwarding::None => {}
+        if settings.forwarding == Forwarding::Xclient {
+            up.prepare(client).await?;
         }
         settings.learn(&up.caps);
         Ok(up)
+    }
+
+    /// Tells the upstream who the client is before a transaction: XCLIENT again when the
+    /// client's HELO changed since it was last announced (a session opened at connect, or a
+    /// second EHLO), XFORWARD every time, since Postfix forgets XFORWARD attributes at the end
+    /// of each transaction.
+    pub async fn prepare(&mut self, client: &ClientFacts) -> Result<(), UpstreamError> {
+        match self.settings.forwarding {
+            Forwarding::Xclient => {
+                let key = (client.helo.clone(), client.proto);
+                if self.announced.as_ref() != Some(&key) {
+                    self.xclient(client).await?;
+                    self.announced = Some(key);
+                }
+                Ok(())
+            }
+            Forwarding::Xforward => self.xforward(client).await,
+            Forwarding::None => Ok(()),
+        }
     }
 
     async fn open(settings: &Arc<UpstreamSettings>) -> Result<Upstream, UpstreamError> {
@@ -223,6 +251,7 @@ impl Upstream {
             settings: settings.clone(),
             caps: UpstreamCapabilities::default(),
             broken: false,
+            announced: None,
         };
         let greeting = up.read_reply("greeting", settings.command_timeout).await?;
         if greeting.code != 220 {
@@ -231,7 +260,7 @@ impl Upstream {
                 reply: greeting,
             });
         }
-        up.ehlo().await?;
+        up.ehlo(None).await?;
         if let Some((tls, name)) = settings.tls.clone() {
             if !up.caps.starttls {
                 return Err(UpstreamError::NoStartTls);
@@ -254,13 +283,14 @@ impl Upstream {
             up.stream = Stream::ClientTls(Box::new(tls_stream));
             // RFC 3207 4.2: forget everything learned before the handshake.
             up.reader = ReplyReader::default();
-            up.ehlo().await?;
+            up.ehlo(None).await?;
         }
         Ok(up)
     }
 
-    async fn ehlo(&mut self) -> Result<(), UpstreamError> {
-        let line = format!("EHLO {}", self.settings.helo_name);
+    /// EHLO with moat's own name, or after XCLIENT with the client's.
+    async fn ehlo(&mut self, name: Option<&str>) -> Result<(), UpstreamError> {
+        let line = format!("EHLO {}", name.unwrap_or(&self.settings.helo_name));
         let reply = self.command(&line, "EHLO").await?;
         if reply.code != 250 {
             return Err(UpstreamError::Refused {
@@ -272,22 +302,26 @@ impl Upstream {
         Ok(())
     }
 
-    /// Postfix XCLIENT_README: send the attributes the server lists; it answers with a new
-    /// greeting (220), after which the session starts over with EHLO.
+    /// Postfix XCLIENT_README: send the attributes the server lists, in commands of at most
+    /// 512 octets; each is answered with a new greeting (220), after which the session starts
+    /// over with EHLO. That EHLO carries the client's own HELO name, because Postfix takes the
+    /// HELO name from the EHLO that follows XCLIENT.
     async fn xclient(&mut self, client: &ClientFacts) -> Result<(), UpstreamError> {
         let Some(allowed) = self.caps.xclient.clone() else {
             return Err(UpstreamError::NoXclient);
         };
         let attrs = forwarding_attributes(client, true);
-        let line = attribute_line("XCLIENT", &attrs, &allowed);
-        let reply = self.command(&line, "XCLIENT").await?;
-        if !(200..300).contains(&reply.code) {
-            return Err(UpstreamError::Refused {
-                stage: "XCLIENT",
-                reply,
-            });
+        for line in attribute_lines("XCLIENT", &attrs, &allowed) {
+            let reply = self.command(&line, "XCLIENT").await?;
+            if !(200..300).contains(&reply.code) {
+                return Err(UpstreamError::Refused {
+                    stage: "XCLIENT",
+                    reply,
+                });
+            }
         }
-        self.ehlo().await
+        let helo = client.helo.clone();
+        self.ehlo(helo.as_deref()).await
     }
 
     async fn xforward(&mut self, client: &ClientFacts) -> Result<(), UpstreamError> {
@@ -297,13 +331,14 @@ impl Upstream {
             return Ok(());
         };
         let attrs = forwarding_attributes(client, false);
-        let line = attribute_line("XFORWARD", &attrs, &allowed);
-        let reply = self.command(&line, "XFORWARD").await?;
-        if reply.code != 250 {
-            return Err(UpstreamError::Refused {
-                stage: "XFORWARD",
-                reply,
-            });
+        for line in attribute_lines("XFORWARD", &attrs, &allowed) {
+            let reply = self.command(&line, "XFORWARD").await?;
+            if reply.code != 250 {
+                return Err(UpstreamError::Refused {
+                    stage: "XFORWARD",
+                    reply,
+                });
+            }
         }
         Ok(())
     }
@@ -471,17 +506,28 @@ fn forwarding_attributes(client: &ClientFacts, xclient: bool) -> Vec<(&'static s
     attrs
 }
 
-fn attribute_line(verb: &str, attrs: &[(&'static str, String)], allowed: &[String]) -> String {
+/// The attribute commands, split so that no line exceeds RFC 5321's 512 octets (with CRLF).
+fn attribute_lines(
+    verb: &str,
+    attrs: &[(&'static str, String)],
+    allowed: &[String],
+) -> Vec<String> {
+    let mut lines = Vec::new();
     let mut line = verb.to_string();
     for (k, v) in attrs {
-        if allowed.iter().any(|a| a == k) {
-            line.push(' ');
-            line.push_str(k);
-            line.push('=');
-            line.push_str(v);
+        if !allowed.iter().any(|a| a == k) {
+            continue;
         }
+        let attr = format!(" {k}={v}");
+        if line.len() + attr.len() > 510 && line.len() > verb.len() {
+            lines.push(std::mem::replace(&mut line, verb.to_string()));
+        }
+        line.push_str(&attr);
     }
-    line
+    if line.len() > verb.len() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// RFC 3461 4: xtext, as XCLIENT and XFORWARD attribute values require.
@@ -524,11 +570,25 @@ mod tests {
             helo: Some("h".into()),
             proto: "ESMTP",
         };
-        let line = attribute_line(
+        let lines = attribute_lines(
             "XCLIENT",
             &forwarding_attributes(&facts, true),
             &["ADDR".into(), "HELO".into()],
         );
-        assert_eq!(line, "XCLIENT ADDR=IPV6:2001:db8::1 HELO=h");
+        assert_eq!(lines, vec!["XCLIENT ADDR=IPV6:2001:db8::1 HELO=h"]);
+        let long = ClientFacts {
+            helo: Some("h".repeat(255)),
+            name: Some("n".repeat(255)),
+            ..facts
+        };
+        let all: Vec<String> = ["ADDR", "PORT", "NAME", "HELO", "PROTO"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let lines = attribute_lines("XCLIENT", &forwarding_attributes(&long, true), &all);
+        assert_eq!(lines.len(), 2);
+        assert!(lines
+            .iter()
+            .all(|l| l.len() <= 510 && l.starts_with("XCLIENT ")));
     }
 }

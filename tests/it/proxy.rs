@@ -242,10 +242,41 @@ async fn xclient_carries_the_real_client() {
             "XCLIENT ADDR=127.0.0.1 PORT={port} NAME=[UNAVAILABLE] HELO=Client.Example PROTO=ESMTP"
         )
     );
-    // After XCLIENT the sink's new greeting is followed by a fresh EHLO (XCLIENT_README).
+    // After XCLIENT the sink's new greeting is followed by a fresh EHLO with the client's own
+    // HELO name, which is where Postfix takes the HELO name from.
     let cmds = sink.commands();
     let i = cmds.iter().position(|l| l.starts_with("XCLIENT")).unwrap();
-    assert!(cmds[i + 1].starts_with("EHLO "), "{cmds:?}");
+    assert_eq!(cmds[i + 1], "EHLO Client.Example", "{cmds:?}");
+    // A second EHLO with another name: same upstream session, announced again before MAIL.
+    let connections = sink.connections();
+    c.cmd("EHLO renamed.example").await;
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"y\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    assert_eq!(
+        sink.connections(),
+        connections,
+        "upstream session was not reused"
+    );
+    let second = sink.messages()[1].xclient.clone().unwrap();
+    assert!(second.contains("HELO=renamed.example"), "{second}");
+    // A third transaction with the same HELO sends no XCLIENT at all.
+    let before = sink
+        .commands()
+        .iter()
+        .filter(|l| l.starts_with("XCLIENT"))
+        .count();
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"z\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    let after = sink
+        .commands()
+        .iter()
+        .filter(|l| l.starts_with("XCLIENT"))
+        .count();
+    assert_eq!(before, after);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -283,10 +314,22 @@ async fn xforward_mode_for_mtas_without_xclient() {
         .await;
     assert_eq!(r.code, 250);
     let xf = sink.messages()[0].xforward.clone().expect("XFORWARD sent");
-    assert_eq!(
-        xf,
-        format!("XFORWARD ADDR=127.0.0.1 PORT={} NAME=[UNAVAILABLE] HELO=old.example PROTO=SMTP SOURCE=REMOTE", c.local.port())
+    let want = format!(
+        "XFORWARD ADDR=127.0.0.1 PORT={} NAME=[UNAVAILABLE] HELO=old.example PROTO=SMTP SOURCE=REMOTE",
+        c.local.port()
     );
+    assert_eq!(xf, want);
+    // Postfix forgets XFORWARD after each transaction, so every MAIL is preceded by one.
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    let xforwards = sink
+        .commands()
+        .iter()
+        .filter(|l| l.starts_with("XFORWARD"))
+        .count();
+    assert_eq!(xforwards, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
