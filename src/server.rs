@@ -137,11 +137,6 @@ impl Server {
         &self.upstream
     }
 
-    /// A handle that starts the shutdown when `true` is sent (tests use it instead of a signal).
-    pub fn shutdown_handle(&self) -> tokio::sync::watch::Sender<bool> {
-        self.shutdown.trigger_handle()
-    }
-
     /// Stops accepting, lets sessions in flight finish within the grace period; true when all
     /// finished in time.
     pub async fn shutdown(self) -> bool {
@@ -153,16 +148,5 @@ impl Server {
             tracing::warn!(grace = ?self.grace, "grace period over; remaining sessions dropped");
         }
         clean
-    }
-
-    /// Waits for an external trigger on the shutdown handle, then drains.
-    pub async fn wait_for_trigger_and_drain(self) -> bool {
-        let mut rx = self.shutdown.subscribe();
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
-        self.shutdown().await
     }
 }

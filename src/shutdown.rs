@@ -53,11 +53,6 @@ impl Shutdown {
         let _ = self.signal.send(true);
     }
 
-    /// A handle that can trigger the shutdown from elsewhere.
-    pub fn trigger_handle(&self) -> watch::Sender<bool> {
-        self.signal.clone()
-    }
-
     /// Waits until every guard is dropped or `grace` has passed; true if all finished.
     pub async fn drain(mut self, grace: Duration) -> bool {
         self.drain_tx.take();

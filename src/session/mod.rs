@@ -23,7 +23,7 @@ use crate::smtp::reply::{self, Enhanced, Reply};
 use crate::stream::Stream;
 use crate::upstream::{ClientFacts, Upstream, UpstreamError, UpstreamSettings};
 use conn::{Conn, ConnError, Input};
-use state::{Admit, Phase, SessionState};
+use state::{Admit, SessionState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -588,6 +588,15 @@ impl Session {
             Err(e) => {
                 if matches!(e, UpstreamError::NoXclient) {
                     tracing::error!(session = self.id, upstream = %self.shared.upstream.address, "{e}");
+                } else if matches!(
+                    e,
+                    UpstreamError::Refused {
+                        stage: "XCLIENT",
+                        ..
+                    }
+                ) {
+                    tracing::error!(session = self.id, upstream = %self.shared.upstream.address,
+                        "{e}; Postfix needs moat's address in smtpd_authorized_xclient_hosts");
                 } else {
                     tracing::warn!(session = self.id, upstream = %self.shared.upstream.address, error = %e, kind = e.kind(), "cannot open upstream session");
                 }
@@ -642,10 +651,15 @@ impl Session {
             self.upstream_lost = true;
         }
         let r = match e {
-            UpstreamError::NoXclient => reply::UPSTREAM_NO_XCLIENT,
-            _ => reply::UPSTREAM_UNAVAILABLE,
+            UpstreamError::NoXclient
+            | UpstreamError::Refused {
+                stage: "XCLIENT", ..
+            } => reply::UPSTREAM_NO_XCLIENT.reply(),
+            // The MTA's own verdict on this client: relayed like any MAIL reply.
+            UpstreamError::ClientRefused { reply } => normalise(reply.clone()),
+            _ => reply::UPSTREAM_UNAVAILABLE.reply(),
         };
-        self.conn.queue(&r.reply());
+        self.conn.queue(&r);
     }
 
     /// Relays an upstream reply to the client.
@@ -676,11 +690,6 @@ impl Session {
         };
         let outcome = self.shared.pipeline.run(&ctx).await;
         self.card.extend(outcome.symbols);
-    }
-
-    /// The session's current phase (for tests of the loop).
-    pub fn phase(&self) -> Phase {
-        self.state.phase()
     }
 }
 

@@ -44,25 +44,6 @@ impl Default for SessionState {
     }
 }
 
-const NEED_HELO: reply::ReplyConst =
-    reply::Reply::fixed(503, reply::Enhanced(5, 5, 1), "Error: send HELO/EHLO first");
-const NESTED_MAIL: reply::ReplyConst =
-    reply::Reply::fixed(503, reply::Enhanced(5, 5, 1), "Error: nested MAIL command");
-const NEED_MAIL: reply::ReplyConst =
-    reply::Reply::fixed(503, reply::Enhanced(5, 5, 1), "Error: need MAIL command");
-const BDAT_IN_PROGRESS: reply::ReplyConst = reply::Reply::fixed(
-    503,
-    reply::Enhanced(5, 5, 1),
-    "Error: BDAT transfer in progress; send BDAT or RSET",
-);
-const TLS_ACTIVE: reply::ReplyConst =
-    reply::Reply::fixed(503, reply::Enhanced(5, 5, 1), "Error: TLS already active");
-const TLS_IN_TRANSACTION: reply::ReplyConst = reply::Reply::fixed(
-    503,
-    reply::Enhanced(5, 5, 1),
-    "Error: STARTTLS not allowed inside a transaction",
-);
-
 impl SessionState {
     /// The current phase.
     pub fn phase(&self) -> Phase {
@@ -84,21 +65,21 @@ impl SessionState {
         use Admit::*;
         use Phase::*;
         match (cmd, self.phase) {
-            (Command::Mail(_), Start) => Refuse(&NEED_HELO),
+            (Command::Mail(_), Start) => Refuse(&reply::NEED_HELO),
             (Command::Mail(_), Ready) => Proceed,
-            (Command::Mail(_), _) => Refuse(&NESTED_MAIL),
-            (Command::Rcpt(_), Start | Ready) => Refuse(&NEED_MAIL),
-            (Command::Rcpt(_), Bdat) => Refuse(&BDAT_IN_PROGRESS),
+            (Command::Mail(_), _) => Refuse(&reply::NESTED_MAIL),
+            (Command::Rcpt(_), Start | Ready) => Refuse(&reply::NEED_MAIL),
+            (Command::Rcpt(_), Bdat) => Refuse(&reply::BDAT_IN_PROGRESS),
             (Command::Rcpt(_), Mail | Rcpt) => Proceed,
-            (Command::Data, Start | Ready) => Refuse(&NEED_MAIL),
+            (Command::Data, Start | Ready) => Refuse(&reply::NEED_MAIL),
             (Command::Data, Mail) => Refuse(&reply::NO_VALID_RECIPIENTS),
             (Command::Data, Rcpt) => Proceed,
-            (Command::Data, Bdat) => Refuse(&BDAT_IN_PROGRESS),
-            (Command::Bdat { .. }, Start | Ready) => Refuse(&NEED_MAIL),
+            (Command::Data, Bdat) => Refuse(&reply::BDAT_IN_PROGRESS),
+            (Command::Bdat { .. }, Start | Ready) => Refuse(&reply::NEED_MAIL),
             (Command::Bdat { .. }, Mail) => Refuse(&reply::NO_VALID_RECIPIENTS),
             (Command::Bdat { .. }, Rcpt | Bdat) => Proceed,
-            (Command::StartTls, _) if self.tls => Refuse(&TLS_ACTIVE),
-            (Command::StartTls, Mail | Rcpt | Bdat) => Refuse(&TLS_IN_TRANSACTION),
+            (Command::StartTls, _) if self.tls => Refuse(&reply::TLS_ACTIVE),
+            (Command::StartTls, Mail | Rcpt | Bdat) => Refuse(&reply::TLS_IN_TRANSACTION),
             _ => Proceed,
         }
     }
@@ -153,7 +134,7 @@ mod tests {
     #[test]
     fn sequencing() {
         let mut s = SessionState::default();
-        assert_eq!(s.check(&mail()), Admit::Refuse(&NEED_HELO));
+        assert_eq!(s.check(&mail()), Admit::Refuse(&reply::NEED_HELO));
         assert!(matches!(s.check(&rcpt()), Admit::Refuse(r) if r.code() == 503));
         s.on_helo();
         assert_eq!(s.check(&mail()), Admit::Proceed);

@@ -191,9 +191,26 @@ pub const BAD_RECIPIENT: ReplyConst = Reply::fixed(501, e(5, 1, 3), "Bad recipie
 /// 555 for a MAIL/RCPT parameter that is not recognised or not offered.
 pub const BAD_PARAMETER: ReplyConst =
     Reply::fixed(555, e(5, 5, 4), "Unsupported or invalid parameter:");
-/// 503 for a command out of sequence.
-pub const BAD_SEQUENCE: ReplyConst =
-    Reply::fixed(503, e(5, 5, 1), "Error: bad sequence of commands:");
+/// 503: MAIL before HELO/EHLO.
+pub const NEED_HELO: ReplyConst = Reply::fixed(503, e(5, 5, 1), "Error: send HELO/EHLO first");
+/// 503: MAIL inside a transaction.
+pub const NESTED_MAIL: ReplyConst = Reply::fixed(503, e(5, 5, 1), "Error: nested MAIL command");
+/// 503: RCPT, DATA or BDAT without MAIL.
+pub const NEED_MAIL: ReplyConst = Reply::fixed(503, e(5, 5, 1), "Error: need MAIL command");
+/// 503: DATA or RCPT while BDAT chunks are being received (RFC 3030).
+pub const BDAT_IN_PROGRESS: ReplyConst = Reply::fixed(
+    503,
+    e(5, 5, 1),
+    "Error: BDAT transfer in progress; send BDAT or RSET",
+);
+/// 503: STARTTLS on an encrypted session.
+pub const TLS_ACTIVE: ReplyConst = Reply::fixed(503, e(5, 5, 1), "Error: TLS already active");
+/// 503: STARTTLS inside a transaction.
+pub const TLS_IN_TRANSACTION: ReplyConst = Reply::fixed(
+    503,
+    e(5, 5, 1),
+    "Error: STARTTLS not allowed inside a transaction",
+);
 /// 554 to DATA/BDAT when no recipient was accepted.
 pub const NO_VALID_RECIPIENTS: ReplyConst =
     Reply::fixed(554, e(5, 5, 1), "Error: no valid recipients");
@@ -248,22 +265,12 @@ pub const UPSTREAM_UNAVAILABLE: ReplyConst = Reply::fixed(
     e(4, 4, 1),
     "Temporary failure: the mail server is not available, try again later",
 );
-/// 421 when the upstream dropped the connection and moat closes the session too.
-pub const UPSTREAM_LOST: ReplyConst = Reply::fixed(
-    421,
-    e(4, 4, 2),
-    "Connection to the mail server lost, try again later",
-);
 /// 451 when the upstream lacks XCLIENT and plain forwarding is not allowed.
 pub const UPSTREAM_NO_XCLIENT: ReplyConst = Reply::fixed(
     451,
     e(4, 3, 0),
     "Temporary failure: mail system configuration error",
 );
-/// 451 for a local fault (e.g. a check failed in a way that must not lose mail).
-pub const LOCAL_ERROR: ReplyConst =
-    Reply::fixed(451, e(4, 3, 0), "Temporary local problem, try again later");
-
 #[cfg(test)]
 mod tests {
     use super::*;

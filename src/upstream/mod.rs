@@ -61,6 +61,13 @@ pub enum UpstreamError {
         /// The upstream's reply.
         reply: Reply,
     },
+    /// After XCLIENT the MTA refused the real client (its own policy, e.g. with
+    /// smtpd_delay_reject = no); the client hears this reply.
+    #[error("upstream refused the client after XCLIENT: {reply}")]
+    ClientRefused {
+        /// The MTA's reply to the EHLO that followed XCLIENT.
+        reply: Reply,
+    },
     /// XCLIENT is required but the upstream does not offer it to moat.
     #[error(
         "upstream does not offer XCLIENT to moat; add moat's address to Postfix's \
@@ -93,6 +100,7 @@ impl UpstreamError {
             UpstreamError::Io { .. } => "io",
             UpstreamError::Protocol { .. } => "protocol",
             UpstreamError::Refused { .. } => "refused",
+            UpstreamError::ClientRefused { .. } => "client_refused",
             UpstreamError::NoXclient => "no_xclient",
             UpstreamError::NoStartTls => "no_starttls",
             UpstreamError::Tls(_) => "tls",
@@ -314,6 +322,7 @@ impl Upstream {
         for line in attribute_lines("XCLIENT", &attrs, &allowed) {
             let reply = self.command(&line, "XCLIENT").await?;
             if !(200..300).contains(&reply.code) {
+                // Postfix refuses XCLIENT only for authorization: a configuration problem.
                 return Err(UpstreamError::Refused {
                     stage: "XCLIENT",
                     reply,
@@ -321,7 +330,12 @@ impl Upstream {
             }
         }
         let helo = client.helo.clone();
-        self.ehlo(helo.as_deref()).await
+        match self.ehlo(helo.as_deref()).await {
+            Err(UpstreamError::Refused { reply, .. }) if !self.broken => {
+                Err(UpstreamError::ClientRefused { reply })
+            }
+            other => other,
+        }
     }
 
     async fn xforward(&mut self, client: &ClientFacts) -> Result<(), UpstreamError> {

@@ -396,3 +396,23 @@ async fn ipv6_listener_works() {
     let xclient = sink.messages()[0].xclient.clone().unwrap();
     assert!(xclient.contains("ADDR=IPV6:::1 "), "{xclient}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mta_refusing_the_real_client_is_relayed() {
+    let sink = Sink::with(SinkOptions {
+        refuse_client_ehlo: Some(
+            "554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied".into(),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<a@example.test>").await;
+    assert_eq!(
+        r.lines,
+        vec!["554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied"]
+    );
+    assert!(!sink.commands().iter().any(|l| l.starts_with("MAIL")));
+}

@@ -33,6 +33,8 @@ pub struct SinkOptions {
     pub stall_greeting: Option<Duration>,
     /// Offer STARTTLS with this identity.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Refuse the EHLO that follows XCLIENT with this reply (the MTA's policy on the client).
+    pub refuse_client_ehlo: Option<String>,
 }
 
 impl Default for SinkOptions {
@@ -49,6 +51,7 @@ impl Default for SinkOptions {
             stall_after_data: None,
             stall_greeting: None,
             tls: None,
+            refuse_client_ehlo: None,
         }
     }
 }
@@ -140,7 +143,12 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
         };
         log.lock().unwrap().commands.push(line.clone());
         let upper = line.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") {
+        let reply: String = if upper.starts_with("EHLO")
+            && xclient.is_some()
+            && opts.refuse_client_ehlo.is_some()
+        {
+            opts.refuse_client_ehlo.clone().unwrap_or_default()
+        } else if upper.starts_with("EHLO") {
             let mut caps = vec!["250-sink.test".to_string(), "250-PIPELINING".into()];
             if let Some(n) = opts.size {
                 caps.push(format!("250-SIZE {n}"));
