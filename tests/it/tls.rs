@@ -7,14 +7,7 @@ use crate::support::{certs, Moat, Sink, SinkOptions};
 async fn starttls_then_a_transaction() {
     let certs = certs::make();
     let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| {
-            c.tls.cert = Some(certs.cert.clone());
-            c.tls.key = Some(certs.key.clone());
-        })
-        .start()
-        .await;
+    let moat = Moat::builder().upstream(&sink).tls(&certs).start().await;
     let mut c = moat.client().await;
     let ehlo = c.ehlo().await;
     assert!(
@@ -48,14 +41,7 @@ async fn starttls_then_a_transaction() {
 async fn plaintext_pipelined_after_starttls_is_discarded() {
     let certs = certs::make();
     let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| {
-            c.tls.cert = Some(certs.cert.clone());
-            c.tls.key = Some(certs.key.clone());
-        })
-        .start()
-        .await;
+    let moat = Moat::builder().upstream(&sink).tls(&certs).start().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     // The injected commands ride in the same packet as STARTTLS, before the handshake.
@@ -82,14 +68,7 @@ async fn plaintext_pipelined_after_starttls_is_discarded() {
 async fn failed_handshake_closes_only_that_session() {
     let certs = certs::make();
     let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| {
-            c.tls.cert = Some(certs.cert.clone());
-            c.tls.key = Some(certs.key.clone());
-        })
-        .start()
-        .await;
+    let moat = Moat::builder().upstream(&sink).tls(&certs).start().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     assert_eq!(c.cmd("STARTTLS").await.code, 220);

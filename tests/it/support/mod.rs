@@ -74,6 +74,15 @@ impl MoatBuilder {
         self
     }
 
+    /// Offers STARTTLS with the test certificate.
+    pub fn tls(self, certs: &certs::TestCerts) -> Self {
+        let (cert, key) = (certs.cert.clone(), certs.key.clone());
+        self.with(|c| {
+            c.tls.cert = Some(cert);
+            c.tls.key = Some(key);
+        })
+    }
+
     /// Adjusts the config.
     pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
