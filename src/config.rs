@@ -48,6 +48,16 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The shared DNS resolver.
+    pub dns: DnsConfig,
+    /// Where the rule files live.
+    pub rules: RulesConfig,
+    /// Score thresholds and actions.
+    pub verdict: VerdictConfig,
+    /// Sender authentication policy (SPF, DKIM, DMARC, ARC).
+    pub auth: AuthConfig,
+    /// Headers moat adds to accepted messages.
+    pub headers: HeadersConfig,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -228,6 +238,131 @@ impl Default for LogConfig {
     }
 }
 
+/// `[dns]`: the one resolver every check uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Nameservers as `IP` or `IP:port` (UDP and TCP); empty means /etc/resolv.conf.
+    pub nameservers: Vec<String>,
+    /// Timeout of one DNS query.
+    pub timeout: ConfigDuration,
+    /// Tries per query.
+    pub attempts: usize,
+    /// Answers kept in the resolver's cache.
+    pub cache_size: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            nameservers: Vec::new(),
+            timeout: ConfigDuration::secs(5),
+            attempts: 2,
+            cache_size: 4096,
+        }
+    }
+}
+
+/// `[rules]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Directory with `symbols.toml` and the rule files; unset means the built-in defaults.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[verdict]`: score thresholds, reply texts, shadow mode.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerdictConfig {
+    /// Score at which `X-Spam-Flag: YES` is added.
+    pub add_header: f64,
+    /// Score at which the message is deferred with 451 4.7.1 (unset: never by score).
+    pub tempfail: Option<f64>,
+    /// Score at which the message (or, earlier, the command) is refused with 5xx.
+    pub reject: f64,
+    /// Score and log everything, add headers, but refuse nothing.
+    pub shadow: bool,
+    /// Text of the 550 5.7.1 reply; `{score}` is replaced by the score.
+    pub reject_text: String,
+    /// Text of the 451 4.7.1 reply; `{score}` is replaced by the score.
+    pub tempfail_text: String,
+    /// Longest time the checks of one stage may take; late checks add nothing.
+    pub stage_timeout: ConfigDuration,
+}
+
+impl Default for VerdictConfig {
+    fn default() -> Self {
+        VerdictConfig {
+            add_header: 6.0,
+            tempfail: None,
+            reject: 15.0,
+            shadow: false,
+            reject_text: "Message rejected as spam (score {score})".into(),
+            tempfail_text: "Message deferred, try again later (score {score})".into(),
+            stage_timeout: ConfigDuration::secs(20),
+        }
+    }
+}
+
+/// What a DNS failure (temperror) during authentication does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsFailure {
+    /// Defer with 451 4.4.3 so the sender retries (RFC 7208 8.6).
+    #[default]
+    Tempfail,
+    /// Only score the temperror symbols.
+    Score,
+}
+
+/// `[auth]`: sender authentication policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Run SPF, DKIM, ARC and DMARC at all.
+    pub enabled: bool,
+    /// Refuse at MAIL FROM (550 5.7.23) when SPF for the envelope sender fails.
+    pub spf_reject_on_fail: bool,
+    /// Apply the sender domain's DMARC policy: p=reject refuses, p=quarantine adds the spam flag.
+    pub dmarc_enforce: bool,
+    /// ARC sealers (d= domains) whose passing chain overrides a DMARC fail (e.g. mailing lists).
+    pub arc_trusted_sealers: Vec<String>,
+    /// What a DNS temperror in SPF, DKIM or DMARC does: "tempfail" (451 4.4.3) or "score".
+    pub dns_failure: DnsFailure,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            spf_reject_on_fail: false,
+            dmarc_enforce: true,
+            arc_trusted_sealers: Vec::new(),
+            dns_failure: DnsFailure::Tempfail,
+        }
+    }
+}
+
+/// `[headers]`: what moat adds to messages it passes on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// The authserv-id of Authentication-Results (RFC 8601); default `server.hostname`.
+    pub authserv_id: Option<String>,
+    /// Add a Received line for the hop through moat.
+    pub received: bool,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        HeadersConfig {
+            authserv_id: None,
+            received: true,
+        }
+    }
+}
+
 /// A duration written as `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
@@ -397,6 +532,43 @@ impl Config {
                 "needed when upstream.starttls and upstream.tls_verify are on (or set tls_verify = false for a trusted loopback hop)".into(),
             );
         }
+        for (i, ns) in self.dns.nameservers.iter().enumerate() {
+            if parse_nameserver(ns).is_none() {
+                bad(
+                    &format!("dns.nameservers[{i}]"),
+                    format!("{ns:?} is not an IP address or IP:port (e.g. \"127.0.0.1\" or \"[::1]:53\")"),
+                );
+            }
+        }
+        if self.dns.attempts == 0 {
+            bad("dns.attempts", "must be at least 1".into());
+        }
+        let v = &self.verdict;
+        if !(v.add_header.is_finite() && v.reject.is_finite()) || v.add_header > v.reject {
+            bad(
+                "verdict.add_header",
+                format!(
+                    "{} must be a number no higher than verdict.reject ({})",
+                    v.add_header, v.reject
+                ),
+            );
+        }
+        if let Some(t) = v.tempfail {
+            if !t.is_finite() || t > v.reject || t < v.add_header {
+                bad(
+                    "verdict.tempfail",
+                    format!("{t} must lie between verdict.add_header and verdict.reject"),
+                );
+            }
+        }
+        if let Some(dir) = &self.rules.dir {
+            if !dir.join("symbols.toml").is_file() {
+                bad(
+                    "rules.dir",
+                    format!("{} has no symbols.toml", dir.display()),
+                );
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad(
                 "log.level",
@@ -413,10 +585,26 @@ impl Config {
         }
     }
 
+    /// The authserv-id for Authentication-Results.
+    pub fn authserv_id(&self) -> String {
+        self.headers
+            .authserv_id
+            .clone()
+            .unwrap_or_else(|| self.hostname())
+    }
+
     /// The host name moat uses in its greeting and EHLO reply.
     pub fn hostname(&self) -> String {
         self.server.hostname.clone().unwrap_or_else(system_hostname)
     }
+}
+
+/// Parses a nameserver as `IP` (port 53) or `IP:port` / `[IPv6]:port`.
+pub fn parse_nameserver(text: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    text.parse().ok()
 }
 
 /// Splits `host:port` (with `[v6]:port`) into its parts.

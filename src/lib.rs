@@ -4,14 +4,20 @@
 //! `listener` (accept, limits) -> `session` (the only orchestrator; `session::state` is the pure
 //! sequencing machine, `session::conn` the client I/O) -> `smtp` (commands, replies, the message
 //! reader; no I/O) -> `pipeline` (checks by stage, symbols) with `checks` plugged in ->
-//! `upstream` (the MTA client) -> replies back to the client.
+//! `verdict` (score -> action) -> `upstream` (the MTA client) -> replies back to the client.
+//! `auth` computes SPF/DKIM/ARC/DMARC facts through `dns`; `headers` writes what moat adds.
 //! `config`, `tls`, `stream` and `shutdown` support them; `server` wires them together.
 
+pub mod auth;
 pub mod checks;
+pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod envelope;
+pub mod headers;
 pub mod listener;
 pub mod pipeline;
+pub mod rules;
 pub mod server;
 pub mod session;
 pub mod shutdown;
@@ -19,3 +25,4 @@ pub mod smtp;
 pub mod stream;
 pub mod tls;
 pub mod upstream;
+pub mod verdict;

@@ -1,9 +1,10 @@
-//! The `moat` binary: `serve` today (`check` and `lint` arrive with the pipeline and rules).
+//! The `moat` binary: `serve` and `check` (`lint` arrives with the rule files).
 //! anyhow lives only here. Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use moat::config::Config;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +29,37 @@ enum Commands {
         /// Upstream MTA host:port; replaces upstream.address from the config.
         #[arg(long, value_name = "HOST:PORT")]
         upstream: Option<String>,
+        /// Nameserver IP:port (UDP and TCP); replaces dns.nameservers from the config.
+        #[arg(long, value_name = "HOST:PORT")]
+        dns: Option<SocketAddr>,
+    },
+    /// Score one message offline with the same pipeline as `serve`.
+    ///
+    /// Exit code 0: accept or add_header; 1: tempfail or reject; 2: usage or input error.
+    Check {
+        /// Config file (default: the built-in defaults, so it works in any directory).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Nameserver IP:port (UDP and TCP); replaces dns.nameservers.
+        #[arg(long, value_name = "HOST:PORT")]
+        dns: Option<SocketAddr>,
+        /// The SMTP client's IP address (needed for the connect, HELO and SPF checks).
+        #[arg(long, value_name = "IP")]
+        client_ip: Option<IpAddr>,
+        /// The client's HELO name.
+        #[arg(long, value_name = "NAME")]
+        helo: Option<String>,
+        /// The envelope sender; an empty string means <>.
+        #[arg(long, value_name = "ADDR")]
+        mail_from: Option<String>,
+        /// An envelope recipient (repeatable).
+        #[arg(long, value_name = "ADDR")]
+        rcpt: Vec<String>,
+        /// Print a JSON object instead of the report (schema in the README).
+        #[arg(long)]
+        json: bool,
+        /// The message file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
     },
 }
 
@@ -38,7 +70,61 @@ fn main() -> ExitCode {
             config,
             listen,
             upstream,
-        } => serve(config, listen, upstream),
+            dns,
+        } => serve(config, listen, upstream, dns),
+        Commands::Check {
+            config,
+            dns,
+            client_ip,
+            helo,
+            mail_from,
+            rcpt,
+            json,
+            file,
+        } => check(moat::cli::check::CheckArgs {
+            config,
+            dns,
+            client_ip,
+            helo,
+            mail_from,
+            rcpt,
+            file,
+            json,
+        }),
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("moat: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn check(args: moat::cli::check::CheckArgs) -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let Some(rt) = runtime() else {
+        return ExitCode::from(2);
+    };
+    match rt.block_on(moat::cli::check::run(&args)) {
+        Ok(report) => {
+            print!("{}", report.output);
+            ExitCode::from(report.exit_code)
+        }
+        Err(e) => {
+            eprintln!("moat check: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -46,6 +132,7 @@ fn load(
     path: &PathBuf,
     listen: Vec<String>,
     upstream: Option<String>,
+    dns: Option<SocketAddr>,
 ) -> Result<Config, moat::config::ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| moat::config::ConfigError::Read {
         path: path.clone(),
@@ -57,6 +144,9 @@ fn load(
     }
     if let Some(up) = upstream {
         config.upstream.address = up;
+    }
+    if let Some(ns) = dns {
+        config.dns.nameservers = vec![ns.to_string()];
     }
     config.validate()?;
     Ok(config)
@@ -74,8 +164,13 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn serve(path: PathBuf, listen: Vec<String>, upstream: Option<String>) -> ExitCode {
-    let config = match load(&path, listen, upstream) {
+fn serve(
+    path: PathBuf,
+    listen: Vec<String>,
+    upstream: Option<String>,
+    dns: Option<SocketAddr>,
+) -> ExitCode {
+    let config = match load(&path, listen, upstream, dns) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("moat: configuration error:\n{e}");
@@ -83,15 +178,8 @@ fn serve(path: PathBuf, listen: Vec<String>, upstream: Option<String>) -> ExitCo
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("moat: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(1);
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,8 +2,10 @@
 //! listeners; and stops it with a drain.
 
 use crate::config::{Config, Forwarding};
+use crate::dns::Dns;
 use crate::listener::{self, Limits};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{AuthStep, Pipeline};
+use crate::rules::SymbolTable;
 use crate::session::SessionShared;
 use crate::shutdown::Shutdown;
 use crate::upstream::{Upstream, UpstreamSettings};
@@ -20,9 +22,33 @@ pub enum StartError {
     /// A listening socket could not be bound.
     #[error("{0}")]
     Bind(std::io::Error),
+    /// A rule file is broken.
+    #[error("{0}")]
+    Rules(#[from] crate::rules::RulesError),
+    /// The resolver could not be built.
+    #[error("{0}")]
+    Dns(#[from] crate::dns::DnsError),
     /// Some other config value is unusable.
     #[error("{0}")]
     Config(String),
+}
+
+/// Builds the symbol table, the resolver, the checks and the pipeline from a validated config
+/// (shared by `serve` and `check`, so both score alike).
+pub fn build_pipeline(config: &Config, hostname: &str) -> Result<Pipeline, StartError> {
+    let table = Arc::new(SymbolTable::load(config.rules.dir.as_deref())?);
+    table.require(&crate::checks::emitted_symbols())?;
+    let auth = if config.auth.enabled {
+        Some(AuthStep {
+            dns: Dns::new(&config.dns, None)?,
+            host: hostname.to_string(),
+            authserv_id: config.authserv_id(),
+        })
+    } else {
+        None
+    };
+    let checks = crate::checks::build(config, &table);
+    Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth))
 }
 
 /// A running moat.
@@ -80,8 +106,7 @@ impl Server {
                 tracing::warn!(upstream = %upstream.address, error = %e, "upstream not reachable at start-up; will retry per transaction")
             }
         }
-        let checks = crate::checks::build(config);
-        let pipeline = Arc::new(Pipeline::new(checks, Duration::from_secs(30)));
+        let pipeline = Arc::new(build_pipeline(config, &hostname)?);
         let shared = Arc::new(SessionShared::new(
             config,
             server_tls,

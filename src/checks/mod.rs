@@ -2,12 +2,29 @@
 //!
 //! Checks see only `pipeline::Context`: no sockets, no session types.
 
+pub mod arc;
+pub mod dkim;
+pub mod dmarc;
+pub mod spf;
+
 use crate::config::Config;
 use crate::pipeline::Check;
+use crate::rules::SymbolTable;
 use std::sync::Arc;
 
-/// Builds every enabled check from the config. The core proxy ships none; later checks
-/// (SPF, DKIM, DNSBL, rules, ...) each add one line here.
-pub fn build(_config: &Config) -> Vec<Arc<dyn Check>> {
-    Vec::new()
+/// Every symbol name moat's checks can emit; `rules/symbols.toml` must define them all.
+pub fn emitted_symbols() -> Vec<&'static str> {
+    [spf::SYMBOLS, dkim::SYMBOLS, arc::SYMBOLS, dmarc::SYMBOLS].concat()
+}
+
+/// Builds every enabled check from the config and the symbol table.
+pub fn build(config: &Config, table: &Arc<SymbolTable>) -> Vec<Arc<dyn Check>> {
+    let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+    if config.auth.enabled {
+        checks.push(Arc::new(spf::Spf::new(table.clone(), &config.auth)));
+        checks.push(Arc::new(dkim::Dkim::new(table.clone(), &config.auth)));
+        checks.push(Arc::new(arc::ArcCheck::new(table.clone())));
+        checks.push(Arc::new(dmarc::Dmarc::new(table.clone(), &config.auth)));
+    }
+    checks
 }

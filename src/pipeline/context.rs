@@ -1,9 +1,28 @@
 //! The read-only facts a check may see at a stage.
 
 use super::Stage;
+use crate::auth::AuthFacts;
 use crate::envelope::Envelope;
 
-/// What a check is given: the stage, the envelope so far and, at DATA, the message.
+/// The message at the data stage: raw bytes (dot-unstuffed) and the mail-parser parse of them.
+#[derive(Clone, Copy)]
+pub struct MessageInput<'a> {
+    /// The message as received.
+    pub raw: &'a [u8],
+    /// The MIME parse, shared by every check.
+    pub parsed: &'a mail_parser::Message<'a>,
+}
+
+impl std::fmt::Debug for MessageInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageInput")
+            .field("len", &self.raw.len())
+            .finish()
+    }
+}
+
+/// What a check is given: the stage, the envelope so far, the authentication facts and, at
+/// DATA, the message.
 #[derive(Debug)]
 pub struct Context<'a> {
     /// The stage being run.
@@ -12,6 +31,8 @@ pub struct Context<'a> {
     pub envelope: &'a Envelope,
     /// The RCPT being checked, at the rcpt stage.
     pub recipient: Option<&'a str>,
-    /// The raw message (dot-unstuffed), at the data stage.
-    pub message: Option<&'a [u8]>,
+    /// The message, at the data stage.
+    pub message: Option<MessageInput<'a>>,
+    /// SPF (from the mail stage on) and DKIM/ARC/DMARC (at the data stage).
+    pub auth: &'a AuthFacts,
 }

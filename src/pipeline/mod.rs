@@ -7,9 +7,12 @@
 pub mod context;
 pub mod symbol;
 
-pub use context::Context;
-pub use symbol::{ScoreCard, Symbol};
+pub use context::{Context, MessageInput};
+pub use symbol::{Action, Forced, ScoreCard, Symbol};
 
+use crate::auth::{self, AuthFacts, SpfInput};
+use crate::dns::Dns;
+use crate::envelope::Envelope;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,10 +68,35 @@ pub struct StageOutcome {
     pub timed_out: Vec<&'static str>,
 }
 
-/// All checks, grouped by the stage they run at.
+/// What the session hands the pipeline for one stage.
+#[derive(Debug, Clone, Copy)]
+pub struct StageInput<'a> {
+    /// The stage to run.
+    pub stage: Stage,
+    /// The envelope so far.
+    pub envelope: &'a Envelope,
+    /// The RCPT being checked, at the rcpt stage.
+    pub recipient: Option<&'a str>,
+    /// The message, at the data stage.
+    pub message: Option<MessageInput<'a>>,
+}
+
+/// The sender-authentication step the pipeline runs before the checks of a stage.
+#[derive(Debug, Clone)]
+pub struct AuthStep {
+    /// The shared resolver.
+    pub dns: Dns,
+    /// moat's host name (SPF's `%{r}` macro).
+    pub host: String,
+    /// The authserv-id of Authentication-Results.
+    pub authserv_id: String,
+}
+
+/// All checks, grouped by the stage they run at, and the authentication step they read.
 pub struct Pipeline {
     checks: Vec<Arc<dyn Check>>,
     deadline: Duration,
+    auth: Option<AuthStep>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -82,19 +110,95 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline of the given checks; each stage must finish within `deadline`.
-    pub fn new(checks: Vec<Arc<dyn Check>>, deadline: Duration) -> Self {
-        Pipeline { checks, deadline }
+    /// A pipeline of the given checks; each stage must finish within `deadline`. With `auth`,
+    /// SPF runs at the mail stage and DKIM/ARC/DMARC at the data stage, before the checks.
+    pub fn new(checks: Vec<Arc<dyn Check>>, deadline: Duration, auth: Option<AuthStep>) -> Self {
+        Pipeline {
+            checks,
+            deadline,
+            auth,
+        }
     }
 
-    /// True when no check runs at `stage` (the session can skip building a context).
+    /// True when nothing runs at `stage` (the session can skip building a context).
     pub fn is_empty_at(&self, stage: Stage) -> bool {
-        !self.checks.iter().any(|c| c.stage() == stage)
+        let auth_stage = self.auth.is_some() && matches!(stage, Stage::Mail | Stage::Data);
+        !auth_stage && !self.checks.iter().any(|c| c.stage() == stage)
+    }
+
+    /// Runs a stage: first the authentication step that belongs to it (its facts go into
+    /// `facts`), then the stage's checks.
+    pub async fn run(&self, input: StageInput<'_>, facts: &mut AuthFacts) -> StageOutcome {
+        if let Some(step) = &self.auth {
+            self.authenticate(step, &input, facts).await;
+        }
+        let ctx = Context {
+            stage: input.stage,
+            envelope: input.envelope,
+            recipient: input.recipient,
+            message: input.message,
+            auth: facts,
+        };
+        self.run_checks(&ctx).await
+    }
+
+    /// SPF at MAIL, DKIM/ARC/DMARC at DATA, under the stage deadline; a deadline miss is a
+    /// temperror, never a silent pass.
+    async fn authenticate(&self, step: &AuthStep, input: &StageInput<'_>, facts: &mut AuthFacts) {
+        let env = input.envelope;
+        match (input.stage, &input.message) {
+            (Stage::Mail, _) => {
+                let (Some(helo), Some(sender)) = (env.helo.as_deref(), env.sender.as_deref())
+                else {
+                    return;
+                };
+                let spf_input = SpfInput {
+                    ip: env.client.ip(),
+                    helo,
+                    sender,
+                    host: &step.host,
+                };
+                let checked =
+                    tokio::time::timeout(self.deadline, auth::check_spf(&step.dns, &spf_input))
+                        .await;
+                facts.spf = Some(checked.unwrap_or_else(|_| {
+                    tracing::warn!(
+                        stage = "mail",
+                        "SPF missed the stage deadline; counted as temperror"
+                    );
+                    auth::SpfFacts::temperror(&spf_input, "stage deadline exceeded")
+                }));
+            }
+            (Stage::Data, Some(m)) => {
+                // `moat check` without --client-ip has no client to name.
+                let client = Some(env.client.ip()).filter(|ip| !ip.is_unspecified());
+                let checked = tokio::time::timeout(
+                    self.deadline,
+                    auth::check_message(
+                        &step.dns,
+                        m.raw,
+                        m.parsed,
+                        facts.spf.as_ref(),
+                        client,
+                        &step.authserv_id,
+                    ),
+                )
+                .await;
+                facts.message = Some(checked.unwrap_or_else(|_| {
+                    tracing::warn!(
+                        stage = "data",
+                        "DKIM/ARC/DMARC missed the stage deadline; counted as temperror"
+                    );
+                    auth::MessageAuth::temperror(&step.authserv_id, "stage deadline exceeded")
+                }));
+            }
+            _ => {}
+        }
     }
 
     /// Runs the checks of `ctx.stage` concurrently. A check that misses the deadline adds
     /// nothing: one dead DNS server must not hold a session for timeout x attempts.
-    pub async fn run(&self, ctx: &Context<'_>) -> StageOutcome {
+    pub async fn run_checks(&self, ctx: &Context<'_>) -> StageOutcome {
         let stage_checks: Vec<_> = self
             .checks
             .iter()
@@ -143,7 +247,9 @@ mod tests {
                 vec![Symbol {
                     name: "TEST_SYM".into(),
                     score: self.1,
+                    stage: self.0,
                     detail: None,
+                    forced: None,
                 }]
             })
         }
@@ -158,23 +264,22 @@ mod tests {
                 Arc::new(Fixed(Stage::Rcpt, 4.0, Duration::ZERO)),
             ],
             Duration::from_millis(50),
+            None,
         );
         let env = Envelope::new(
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         );
-        let ctx = Context {
+        let input = StageInput {
             stage: Stage::Mail,
             envelope: &env,
             recipient: None,
             message: None,
         };
-        let out = p.run(&ctx).await;
+        let out = p.run(input, &mut AuthFacts::default()).await;
         assert_eq!(out.symbols.len(), 1);
         assert_eq!(out.symbols[0].score, 1.0);
         assert_eq!(out.timed_out, vec!["fixed"]);
         assert!(p.is_empty_at(Stage::Data));
     }
-
-    use crate::envelope::Envelope;
 }

@@ -1,14 +1,76 @@
-//! Symbols (the named, scored findings of checks) and the score card that collects them.
+//! Symbols (the named, scored findings of checks), the actions a check may force, and the score
+//! card that collects them.
 
-/// One finding of a check, e.g. `SPF_FAIL` with score 5.0.
+use super::Stage;
+use crate::rules::SymbolTable;
+use crate::smtp::reply::Reply;
+
+/// What to do with a transaction, from mildest to strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Pass it on unchanged (apart from the informational headers).
+    Accept,
+    /// Pass it on flagged as spam (`X-Spam-Flag: YES`).
+    AddHeader,
+    /// Defer with a 4xx; the sender retries.
+    Tempfail,
+    /// Refuse with a 5xx.
+    Reject,
+}
+
+impl Action {
+    /// The lower-case name used in logs, headers and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accept => "accept",
+            Action::AddHeader => "add_header",
+            Action::Tempfail => "tempfail",
+            Action::Reject => "reject",
+        }
+    }
+}
+
+/// An action a check imposes whatever the score (e.g. a DMARC p=reject), with its reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forced {
+    /// The action.
+    pub action: Action,
+    /// The reply for tempfail/reject (RFC 7372 codes where they apply).
+    pub reply: Option<Reply>,
+}
+
+/// One finding of a check, e.g. `SPF_FAIL` with score 3.0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Symbol {
     /// UPPER_SNAKE name with an area prefix.
     pub name: String,
-    /// Score contribution (positive = spammy).
+    /// Score contribution (positive = spammy), from `rules/symbols.toml`.
     pub score: f64,
-    /// Optional detail for logs and headers (e.g. the DNS answer).
+    /// The stage that produced it.
+    pub stage: Stage,
+    /// Optional detail for logs and reports (e.g. the domain or the DNS answer).
     pub detail: Option<String>,
+    /// An action forced regardless of the score.
+    pub forced: Option<Forced>,
+}
+
+impl Symbol {
+    /// A symbol scored from the table.
+    pub fn new(table: &SymbolTable, name: &str, stage: Stage, detail: Option<String>) -> Symbol {
+        Symbol {
+            name: name.to_string(),
+            score: table.score(name),
+            stage,
+            detail,
+            forced: None,
+        }
+    }
+
+    /// The same symbol forcing an action.
+    pub fn forcing(mut self, action: Action, reply: Option<Reply>) -> Symbol {
+        self.forced = Some(Forced { action, reply });
+        self
+    }
 }
 
 /// All symbols of a transaction so far.
@@ -30,8 +92,8 @@ impl ScoreCard {
         self.symbols.iter().fold(0.0, |acc, s| acc + s.score)
     }
 
-    /// Forgets everything (new transaction).
-    pub fn clear(&mut self) {
-        self.symbols.clear();
+    /// The names, for logs and X-Spam-Status.
+    pub fn names(&self) -> Vec<&str> {
+        self.symbols.iter().map(|s| s.name.as_str()).collect()
     }
 }

@@ -13,15 +13,19 @@
 pub mod conn;
 pub mod state;
 
+use crate::auth::AuthFacts;
+use crate::config::VerdictConfig;
 use crate::config::{Config, ConnectAt};
 use crate::envelope::Envelope;
-use crate::pipeline::{Context, Pipeline, ScoreCard, Stage};
+use crate::headers;
+use crate::pipeline::{Action, MessageInput, Pipeline, ScoreCard, Stage, StageInput, Symbol};
 use crate::smtp::command::{Command, PathCommand};
 use crate::smtp::data::{DataFault, DataLimits, DataReader};
 use crate::smtp::extensions::Offer;
 use crate::smtp::reply::{self, Enhanced, Reply};
 use crate::stream::Stream;
 use crate::upstream::{ClientFacts, Upstream, UpstreamError, UpstreamSettings};
+use crate::verdict::{self, Verdict};
 use conn::{Conn, ConnError, Input};
 use state::{Admit, SessionState};
 use std::net::SocketAddr;
@@ -44,6 +48,12 @@ pub struct SessionShared {
     pub connect_at: ConnectAt,
     /// The checks.
     pub pipeline: Arc<Pipeline>,
+    /// Thresholds, reply texts, shadow mode.
+    pub verdict: VerdictConfig,
+    /// The authserv-id of Authentication-Results (and of forged ones to remove).
+    pub authserv_id: String,
+    /// Add a Received field for the hop.
+    pub received: bool,
 }
 
 impl SessionShared {
@@ -61,6 +71,9 @@ impl SessionShared {
             upstream,
             connect_at: config.upstream.connect_at,
             pipeline,
+            verdict: config.verdict.clone(),
+            authserv_id: config.authserv_id(),
+            received: config.headers.received,
         }
     }
 }
@@ -101,7 +114,14 @@ pub struct Session {
     /// command gets a 4xx until the transaction ends.
     upstream_lost: bool,
     offer: Offer,
+    /// Symbols of the connect and HELO stages; every transaction's card starts from these.
+    session_symbols: Vec<Symbol>,
+    /// The open transaction's symbols (session symbols included).
     card: ScoreCard,
+    /// The open transaction's authentication facts.
+    facts: AuthFacts,
+    /// Transactions started in this session (for the Received id).
+    transactions: u64,
     bdat: Option<BdatTransfer>,
     errors: usize,
     transaction_started: Option<Instant>,
@@ -131,7 +151,10 @@ impl Session {
             upstream: None,
             upstream_lost: false,
             offer,
+            session_symbols: Vec::new(),
             card: ScoreCard::default(),
+            facts: AuthFacts::default(),
+            transactions: 0,
             bdat: None,
             errors: 0,
             transaction_started: None,
@@ -144,7 +167,17 @@ impl Session {
     pub async fn run(mut self) {
         let client = self.envelope.client;
         tracing::info!(session = self.id, %client, "connect");
-        self.run_stage(Stage::Connect, None, None).await;
+        self.session_symbols = self.run_stage(Stage::Connect, None, None).await;
+        let card = ScoreCard {
+            symbols: self.session_symbols.clone(),
+        };
+        if let Some(r) = self.refusal(&card, Stage::Connect) {
+            // RFC 5321 3.1: a server may answer the connection with 554 instead of 220.
+            self.conn.queue(&r);
+            self.conn.close().await;
+            tracing::info!(session = self.id, %client, reason = "refused at connect", "disconnect");
+            return;
+        }
         let greeting = Reply {
             code: 220,
             enhanced: None,
@@ -292,7 +325,9 @@ impl Session {
             self.shared.upstream.capabilities().as_ref(),
             self.shared.tls.is_some() && !self.state.is_tls(),
         );
-        self.run_stage(Stage::Helo, None, None).await;
+        let helo_symbols = self.run_stage(Stage::Helo, None, None).await;
+        self.session_symbols.retain(|s| s.stage != Stage::Helo);
+        self.session_symbols.extend(helo_symbols);
         let r = if esmtp {
             self.offer.ehlo_reply(&self.shared.hostname, &name)
         } else {
@@ -360,12 +395,24 @@ impl Session {
             self.conn.queue(&reply::MESSAGE_TOO_BIG.reply());
             return Flow::Continue;
         }
-        self.card.clear();
+        self.card = ScoreCard {
+            symbols: self.session_symbols.clone(),
+        };
+        self.facts = AuthFacts::default();
         self.upstream_lost = false;
         self.transaction_started = Some(Instant::now());
         self.envelope.reset_transaction();
         self.envelope.sender = Some(m.address.clone());
-        self.run_stage(Stage::Mail, None, None).await;
+        let symbols = self.run_stage(Stage::Mail, None, None).await;
+        self.card.extend(symbols);
+        if let Some(r) = self.refusal(&self.card.clone(), Stage::Mail) {
+            // Refused before the upstream ever hears of the transaction.
+            self.log_transaction(0, &r);
+            self.conn.queue(&r);
+            self.envelope.sender = None;
+            self.transaction_started = None;
+            return Flow::Continue;
+        }
         let line = path_command("MAIL FROM:", &m);
         // A kept-open upstream may have timed out while the client was idle: one fresh retry.
         let reused = self.upstream.is_some();
@@ -405,13 +452,22 @@ impl Session {
             self.conn.queue(&reply::TOO_MANY_RECIPIENTS.reply());
             return Flow::Continue;
         }
-        self.run_stage(Stage::Rcpt, Some(&r.address), None).await;
+        // A recipient's symbols count only if it is accepted: one bad address must not taint
+        // the others.
+        let symbols = self.run_stage(Stage::Rcpt, Some(&r.address), None).await;
+        let mut tentative = self.card.clone();
+        tentative.extend(symbols.iter().cloned());
+        if let Some(refused) = self.refusal(&tentative, Stage::Rcpt) {
+            self.conn.queue(&refused);
+            return Flow::Continue;
+        }
         let line = path_command("RCPT TO:", &r);
         match self.upstream_command(&line, "RCPT").await {
             Ok(reply) => {
                 if reply.is_positive() {
                     self.envelope.recipients.push(r.address);
                     self.state.on_rcpt();
+                    self.card.extend(symbols);
                 }
                 self.relay(reply);
             }
@@ -496,9 +552,20 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        self.run_stage(Stage::Data, None, Some(&body)).await;
+        let (verdict, prefix, stripped) = self.check_message(&body).await;
+        if verdict.refuses() && !self.shared.verdict.shadow {
+            let r = verdict
+                .reply
+                .clone()
+                .unwrap_or_else(|| reply::LOCAL_ERROR.reply());
+            self.log_transaction(size, &r);
+            self.conn.queue(&r);
+            self.end_transaction(true).await;
+            return Flow::Continue;
+        }
+        let outgoing = stripped.as_deref().unwrap_or(&body);
         let result = match self.upstream.as_mut() {
-            Some(up) => up.data(&[], &body).await,
+            Some(up) => up.data(&prefix, outgoing).await,
             None => Err(UpstreamError::Protocol {
                 stage: "DATA",
                 why: "no upstream session".into(),
@@ -538,6 +605,7 @@ impl Session {
             rcpts = %self.envelope.recipients.join(","),
             size,
             score = self.card.total(),
+            symbols = %self.card.names().join(","),
             reply = %r,
             duration_ms = duration.as_millis() as u64,
             "transaction"
@@ -676,20 +744,94 @@ impl Session {
         Flow::Close("client lost during message transfer")
     }
 
-    /// Runs the checks of a stage and adds their symbols to the card. (Verdicts and early
-    /// refusals build on this hook.)
-    async fn run_stage(&mut self, stage: Stage, recipient: Option<&str>, message: Option<&[u8]>) {
+    /// Runs a stage (its authentication step and checks) and returns its symbols.
+    async fn run_stage(
+        &mut self,
+        stage: Stage,
+        recipient: Option<&str>,
+        message: Option<MessageInput<'_>>,
+    ) -> Vec<Symbol> {
         if self.shared.pipeline.is_empty_at(stage) {
-            return;
+            return Vec::new();
         }
-        let ctx = Context {
+        let input = StageInput {
             stage,
             envelope: &self.envelope,
             recipient,
             message,
         };
-        let outcome = self.shared.pipeline.run(&ctx).await;
-        self.card.extend(outcome.symbols);
+        self.shared
+            .pipeline
+            .run(input, &mut self.facts)
+            .await
+            .symbols
+    }
+
+    /// The reply refusing the command at `stage`, if the verdict refuses and shadow mode is
+    /// off. In shadow mode the would-be refusal is only logged.
+    fn refusal(&self, card: &ScoreCard, stage: Stage) -> Option<Reply> {
+        let v = verdict::decide(card, &self.shared.verdict, stage);
+        if !v.refuses() {
+            return None;
+        }
+        if self.shared.verdict.shadow {
+            tracing::info!(session = self.id, client = %self.envelope.client, stage = stage.as_str(),
+                action = v.action.as_str(), score = v.score, forced_by = v.forced_by.as_deref().unwrap_or(""),
+                "shadow mode: would refuse");
+            return None;
+        }
+        v.reply
+    }
+
+    /// Parses and checks the message at the data stage: the verdict, the header fields to
+    /// prepend, and the message with forged fields removed (if any were present).
+    async fn check_message(&mut self, body: &[u8]) -> (Verdict, Vec<u8>, Option<Vec<u8>>) {
+        let parsed = mail_parser::MessageParser::default().parse(body);
+        let message = parsed.as_ref().map(|p| MessageInput {
+            raw: body,
+            parsed: p,
+        });
+        let symbols = self.run_stage(Stage::Data, None, message).await;
+        self.card.extend(symbols);
+        let v = verdict::decide(&self.card, &self.shared.verdict, Stage::Data);
+        if v.refuses() && self.shared.verdict.shadow {
+            tracing::info!(session = self.id, client = %self.envelope.client, stage = "data",
+                action = v.action.as_str(), score = v.score, forced_by = v.forced_by.as_deref().unwrap_or(""),
+                "shadow mode: would refuse");
+        }
+        self.transactions += 1;
+        let id = format!("{}.{}", self.id, self.transactions);
+        let tls = self
+            .conn
+            .stream()
+            .tls_version()
+            .zip(self.conn.stream().tls_cipher());
+        let protocol = match (self.envelope.esmtp, tls.is_some()) {
+            (true, true) => "ESMTPS",
+            (true, false) => "ESMTP",
+            (false, true) => "SMTPS",
+            (false, false) => "SMTP",
+        };
+        let hop = headers::Hop {
+            helo: self.envelope.helo.as_deref().unwrap_or("unknown"),
+            client: self.envelope.client.ip(),
+            by: &self.shared.hostname,
+            protocol,
+            id: &id,
+            tls,
+            time: std::time::SystemTime::now(),
+        };
+        let names = self.card.names();
+        let spam = headers::SpamInfo {
+            score: v.score,
+            required: self.shared.verdict.add_header,
+            flagged: v.action >= Action::AddHeader,
+            tests: &names,
+        };
+        let auth_results = self.facts.message.as_ref().map(|m| m.header.as_str());
+        let prefix = headers::prepend(self.shared.received.then_some(&hop), auth_results, &spam);
+        let stripped = headers::strip_forged(body, &self.shared.authserv_id);
+        (v, prefix, stripped)
     }
 }
 

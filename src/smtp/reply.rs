@@ -258,6 +258,29 @@ pub const TIMEOUT: ReplyConst =
 pub const SHUTTING_DOWN: ReplyConst =
     Reply::fixed(421, e(4, 3, 2), "Service shutting down, closing connection");
 
+// Verdicts (RFC 7372 codes for authentication failures).
+/// 550 when SPF fails and `auth.spf_reject_on_fail` is on (RFC 7372 3.2: 5.7.23).
+pub const SPF_REJECT: ReplyConst = Reply::fixed(
+    550,
+    e(5, 7, 23),
+    "SPF validation failed: the domain does not allow this client to send for",
+);
+/// 550 when the From domain's DMARC policy is reject (RFC 7489 10.3).
+pub const DMARC_REJECT: ReplyConst =
+    Reply::fixed(550, e(5, 7, 1), "Message rejected by the DMARC policy of");
+/// 451 when DNS failed during sender authentication (RFC 7208 8.6: 4.4.3).
+pub const AUTH_DNS_TEMPFAIL: ReplyConst = Reply::fixed(
+    451,
+    e(4, 4, 3),
+    "Temporary DNS failure while checking the sender's authentication; try again later",
+);
+/// Code and enhanced code of a score-based refusal at connect (text from config).
+pub const SPAM_REJECT_CONNECT: (u16, Enhanced) = (554, e(5, 7, 1));
+/// Code and enhanced code of a score-based refusal after connect (text from config).
+pub const SPAM_REJECT: (u16, Enhanced) = (550, e(5, 7, 1));
+/// Code and enhanced code of a score-based deferral (text from config).
+pub const SPAM_TEMPFAIL: (u16, Enhanced) = (451, e(4, 7, 1));
+
 // Upstream trouble: always transient, the client retries later.
 /// 451 when the upstream cannot be reached or fails mid-transaction.
 pub const UPSTREAM_UNAVAILABLE: ReplyConst = Reply::fixed(
@@ -271,6 +294,10 @@ pub const UPSTREAM_NO_XCLIENT: ReplyConst = Reply::fixed(
     e(4, 3, 0),
     "Temporary failure: mail system configuration error",
 );
+/// 451 for a local fault that must not lose mail.
+pub const LOCAL_ERROR: ReplyConst =
+    Reply::fixed(451, e(4, 3, 0), "Temporary local problem, try again later");
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The core relay: bodies arrive byte-identical, pipelining keeps order, the upstream's replies
 //! and parameters pass through, XCLIENT carries the real client.
 
-use crate::support::{crlf, Moat, Sink, SinkOptions};
+use crate::support::{crlf, split_prepended, Moat, Sink, SinkOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn body_arrives_byte_identical() {
@@ -28,7 +28,15 @@ async fn body_arrives_byte_identical() {
     assert!(r.contains("queued as SINK1"), "{r:?}");
     let msgs = sink.messages();
     assert_eq!(msgs.len(), 1);
-    assert_eq!(msgs[0].body, body);
+    let added = split_prepended(&msgs[0].body, &body);
+    assert!(
+        added.contains("by moat.test (moat) with ESMTP id "),
+        "{added}"
+    );
+    assert!(
+        added.contains("Authentication-Results: moat.test;"),
+        "{added}"
+    );
     assert_eq!(msgs[0].mail, "MAIL FROM:<a@example.test>");
     assert_eq!(msgs[0].rcpts, vec!["RCPT TO:<b@example.test>"]);
     // A second transaction in the same session.
@@ -52,7 +60,7 @@ async fn empty_body_is_relayed() {
         .send_message("a@example.test", &["b@example.test"], b"")
         .await;
     assert_eq!(r.code, 250, "{r:?}");
-    assert_eq!(sink.messages()[0].body, b"");
+    split_prepended(&sink.messages()[0].body, b"");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,7 +85,7 @@ async fn full_pipelining_gets_replies_in_order() {
     let msgs = sink.messages();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].rcpts.len(), 2);
-    assert_eq!(msgs[0].body, b"Subject: pipelined\r\n\r\nbody\r\n");
+    split_prepended(&msgs[0].body, b"Subject: pipelined\r\n\r\nbody\r\n");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -358,7 +366,7 @@ async fn bdat_chunks_are_relayed() {
     assert_eq!(c.read_reply().await.code, 221);
     let mut want = part1.to_vec();
     want.extend_from_slice(part2);
-    assert_eq!(sink.messages()[0].body, want);
+    split_prepended(&sink.messages()[0].body, &want);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -34,7 +34,12 @@ async fn starttls_then_a_transaction() {
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");
-    assert_eq!(sink.messages()[0].body, b"Subject: tls\r\n\r\nsecret\r\n");
+    let msgs = sink.messages();
+    let added = crate::support::split_prepended(&msgs[0].body, b"Subject: tls\r\n\r\nsecret\r\n");
+    assert!(
+        added.contains("with ESMTPS") && added.contains("version=TLSv1_3"),
+        "{added}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod dns;
 pub mod sink;
 
 use moat::config::Config;
@@ -27,6 +28,7 @@ pub fn init_logging() {
 /// Builds a moat for a test.
 pub struct MoatBuilder {
     config: Config,
+    dns_set: bool,
 }
 
 /// A moat running in this process.
@@ -34,6 +36,8 @@ pub struct Moat {
     /// The SMTP listener.
     pub addr: SocketAddr,
     server: Option<Server>,
+    /// The fixture DNS server started for this moat when the test named none.
+    pub _own_dns: Option<dns::TestDns>,
 }
 
 impl Moat {
@@ -50,7 +54,10 @@ impl Moat {
         config.upstream.data_timeout = moat::config::ConfigDuration::secs(10);
         config.limits.command_timeout = moat::config::ConfigDuration::secs(20);
         config.limits.data_timeout = moat::config::ConfigDuration::secs(20);
-        MoatBuilder { config }
+        MoatBuilder {
+            config,
+            dns_set: false,
+        }
     }
 
     /// Stops moat with a drain; true when every session finished in the grace period.
@@ -74,6 +81,13 @@ impl MoatBuilder {
         self
     }
 
+    /// Resolves through this nameserver (a test DNS server, or a broken one).
+    pub fn dns(mut self, addr: SocketAddr) -> Self {
+        self.config.dns.nameservers = vec![addr.to_string()];
+        self.dns_set = true;
+        self
+    }
+
     /// Offers STARTTLS with the test certificate.
     pub fn tls(self, certs: &certs::TestCerts) -> Self {
         let (cert, key) = (certs.cert.clone(), certs.key.clone());
@@ -89,13 +103,24 @@ impl MoatBuilder {
         self
     }
 
-    /// Starts moat and waits until it listens.
-    pub async fn start(self) -> Moat {
+    /// Starts moat and waits until it listens. Without `dns`, a fixture DNS server is
+    /// started for it, so no test ever asks a resolver outside the machine.
+    pub async fn start(mut self) -> Moat {
+        let own_dns = if self.dns_set {
+            None
+        } else {
+            let d = dns::TestDns::fixtures(Vec::new()).await;
+            self.config.dns.nameservers = vec![d.addr.to_string()];
+            Some(d)
+        };
+        self.config.dns.timeout = moat::config::ConfigDuration::secs(2);
+        self.config.dns.attempts = 1;
         self.config.validate().expect("test config is valid");
         let server = Server::start(&self.config).await.expect("moat starts");
         Moat {
             addr: server.local_addrs()[0],
             server: Some(server),
+            _own_dns: own_dns,
         }
     }
 }
@@ -105,4 +130,19 @@ pub fn crlf(text: &str) -> Vec<u8> {
     text.replace("\r\n", "\n")
         .replace('\n', "\r\n")
         .into_bytes()
+}
+
+/// Splits what the sink received into the fields moat prepended and the original message,
+/// asserting that the original arrived byte for byte after them.
+pub fn split_prepended<'a>(received: &'a [u8], original: &[u8]) -> &'a str {
+    assert!(
+        received.len() >= original.len() && received.ends_with(original),
+        "the original message is not intact at the end of what the sink got:\n{}",
+        String::from_utf8_lossy(received)
+    );
+    let prefix =
+        std::str::from_utf8(&received[..received.len() - original.len()]).expect("prefix is text");
+    assert!(prefix.starts_with("Received: from "), "{prefix}");
+    assert!(prefix.contains("\r\nX-Spam-Status: "), "{prefix}");
+    prefix
 }

@@ -1,0 +1,93 @@
+//! DKIM (RFC 6376) at DATA: one symbol per kind of result over all signatures. A DNS failure
+//! defers the message only when nothing else authenticated it.
+
+use crate::auth::Outcome;
+use crate::config::{AuthConfig, DnsFailure};
+use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
+use crate::rules::SymbolTable;
+use crate::smtp::reply;
+use std::sync::Arc;
+
+/// Symbols this check emits.
+pub const SYMBOLS: &[&str] = &[
+    "DKIM_ALLOW",
+    "DKIM_REJECT",
+    "DKIM_TEMPERROR",
+    "DKIM_PERMERROR",
+    "DKIM_NONE",
+];
+
+/// The DKIM check.
+pub struct Dkim {
+    table: Arc<SymbolTable>,
+    dns_failure: DnsFailure,
+}
+
+impl Dkim {
+    /// Built from `[auth]`.
+    pub fn new(table: Arc<SymbolTable>, config: &AuthConfig) -> Self {
+        Dkim {
+            table,
+            dns_failure: config.dns_failure,
+        }
+    }
+}
+
+impl Check for Dkim {
+    fn name(&self) -> &'static str {
+        "dkim"
+    }
+
+    fn stage(&self) -> Stage {
+        Stage::Data
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
+        Box::pin(async move {
+            let Some(m) = &ctx.auth.message else {
+                return Vec::new();
+            };
+            if m.dkim.is_empty() {
+                return vec![Symbol::new(&self.table, "DKIM_NONE", Stage::Data, None)];
+            }
+            let mut out: Vec<Symbol> = Vec::new();
+            for (name, kinds) in [
+                ("DKIM_ALLOW", &[Outcome::Pass][..]),
+                // RFC 6376 6.3: a body hash mismatch or bad signature; mail-auth calls the
+                // former neutral, admins see both as a signature that did not verify.
+                ("DKIM_REJECT", &[Outcome::Fail, Outcome::Neutral][..]),
+                ("DKIM_TEMPERROR", &[Outcome::TempError][..]),
+                ("DKIM_PERMERROR", &[Outcome::PermError][..]),
+            ] {
+                let hits: Vec<String> = m
+                    .dkim
+                    .iter()
+                    .filter(|d| kinds.contains(&d.outcome))
+                    .map(|d| match &d.detail {
+                        Some(why) => format!("{} ({why})", d.domain),
+                        None => d.domain.clone(),
+                    })
+                    .collect();
+                if !hits.is_empty() {
+                    out.push(Symbol::new(
+                        &self.table,
+                        name,
+                        Stage::Data,
+                        Some(hits.join(", ")),
+                    ));
+                }
+            }
+            let any_pass = m.dkim.iter().any(|d| d.outcome == Outcome::Pass);
+            let authenticated = any_pass || m.dmarc.outcome == Outcome::Pass;
+            if !authenticated && self.dns_failure == DnsFailure::Tempfail {
+                if let Some(sym) = out.iter_mut().find(|s| s.name == "DKIM_TEMPERROR") {
+                    let forced = sym
+                        .clone()
+                        .forcing(Action::Tempfail, Some(reply::AUTH_DNS_TEMPFAIL.reply()));
+                    *sym = forced;
+                }
+            }
+            out
+        })
+    }
+}

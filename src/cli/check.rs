@@ -1,0 +1,372 @@
+//! `moat check`: scores one message file with the same pipeline, verdict and headers as
+//! `moat serve`, and prints a report or a stable JSON object.
+
+use crate::auth::{AuthFacts, Outcome};
+use crate::config::Config;
+use crate::envelope::Envelope;
+use crate::headers;
+use crate::pipeline::{Action, MessageInput, ScoreCard, Stage, StageInput};
+use crate::verdict;
+use anyhow::{bail, Context as _};
+use serde_json::json;
+use std::io::Read as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// What `moat check` was asked.
+#[derive(Debug, Clone)]
+pub struct CheckArgs {
+    /// Config file; `None` means the built-in defaults.
+    pub config: Option<PathBuf>,
+    /// Nameserver override.
+    pub dns: Option<SocketAddr>,
+    /// The SMTP client's address.
+    pub client_ip: Option<IpAddr>,
+    /// The HELO name.
+    pub helo: Option<String>,
+    /// The envelope sender (`""` for `<>`).
+    pub mail_from: Option<String>,
+    /// Envelope recipients.
+    pub rcpt: Vec<String>,
+    /// The message file, or `-`/`None` for standard input.
+    pub file: Option<PathBuf>,
+    /// Print JSON instead of the report.
+    pub json: bool,
+}
+
+/// The result: what to print and the exit code (0 accept/add_header, 1 tempfail/reject).
+#[derive(Debug)]
+pub struct CheckReport {
+    /// The text to print.
+    pub output: String,
+    /// The process exit code.
+    pub exit_code: u8,
+}
+
+/// Loads the config as `check` uses it: the file, or the defaults, with `--dns` applied.
+pub fn load_config(args: &CheckArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            Config::parse(&text, path)?
+        }
+        None => Config::parse("", std::path::Path::new("(defaults)"))?,
+    };
+    if let Some(ns) = args.dns {
+        config.dns.nameservers = vec![ns.to_string()];
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// SMTP line ends: files from disk often have bare LF, which DKIM would hash differently.
+fn to_crlf(raw: Vec<u8>) -> Vec<u8> {
+    if !raw
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+    {
+        return raw;
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn read_message(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
+    let raw = match file {
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?
+        }
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the message from standard input")?;
+            buf
+        }
+    };
+    if raw.is_empty() {
+        bail!("the message is empty");
+    }
+    Ok(to_crlf(raw))
+}
+
+/// Runs the check. Errors are usage or input errors (exit code 2).
+pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
+    let config = load_config(args)?;
+    let hostname = config.hostname();
+    let pipeline = crate::server::build_pipeline(&config, &hostname)?;
+    let raw = read_message(args.file.as_ref())?;
+
+    let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
+    let client = args
+        .client_ip
+        .map(|ip| SocketAddr::new(ip, 0))
+        .unwrap_or(unspecified);
+    let mut envelope = Envelope::new(client, unspecified);
+    envelope.helo = args.helo.clone();
+    envelope.esmtp = true;
+    let mut facts = AuthFacts::default();
+    let mut card = ScoreCard::default();
+    let mut skipped: Vec<&str> = Vec::new();
+
+    if args.client_ip.is_some() {
+        card.extend(
+            pipeline
+                .run(stage(Stage::Connect, &envelope), &mut facts)
+                .await
+                .symbols,
+        );
+        if args.helo.is_some() {
+            card.extend(
+                pipeline
+                    .run(stage(Stage::Helo, &envelope), &mut facts)
+                    .await
+                    .symbols,
+            );
+        } else {
+            skipped.push("helo stage (no --helo)");
+        }
+    } else {
+        skipped.push("connect and helo stages (no --client-ip)");
+    }
+    match (&args.mail_from, args.client_ip, &args.helo) {
+        (Some(from), Some(_), Some(_)) => {
+            envelope.sender = Some(from.clone());
+            card.extend(
+                pipeline
+                    .run(stage(Stage::Mail, &envelope), &mut facts)
+                    .await
+                    .symbols,
+            );
+        }
+        _ => skipped.push("mail stage and SPF (needs --client-ip, --helo and --mail-from)"),
+    }
+    if args.rcpt.is_empty() {
+        skipped.push("rcpt stage (no --rcpt)");
+    }
+    for r in &args.rcpt {
+        let input = StageInput {
+            recipient: Some(r),
+            ..stage(Stage::Rcpt, &envelope)
+        };
+        card.extend(pipeline.run(input, &mut facts).await.symbols);
+        envelope.recipients.push(r.clone());
+    }
+    let parsed = mail_parser::MessageParser::default().parse(&raw[..]);
+    let Some(parsed) = parsed else {
+        bail!("the input is not a message (no header could be parsed)");
+    };
+    let input = StageInput {
+        message: Some(MessageInput {
+            raw: &raw,
+            parsed: &parsed,
+        }),
+        ..stage(Stage::Data, &envelope)
+    };
+    card.extend(pipeline.run(input, &mut facts).await.symbols);
+
+    let v = verdict::decide(&card, &config.verdict, Stage::Data);
+    let names = card.names();
+    let spam = headers::SpamInfo {
+        score: v.score,
+        required: config.verdict.add_header,
+        flagged: v.action >= Action::AddHeader,
+        tests: &names,
+    };
+    let auth_header = facts.message.as_ref().map(|m| m.header.as_str());
+    let header_block =
+        String::from_utf8_lossy(&headers::prepend(None, auth_header, &spam)).into_owned();
+    let header_fields = unfold_fields(&header_block);
+    let exit_code = if v.refuses() { 1 } else { 0 };
+    let output = if args.json {
+        json_report(
+            &v,
+            &card,
+            &facts,
+            config.verdict.add_header,
+            &header_fields,
+            &skipped,
+        )
+    } else {
+        text_report(
+            &v,
+            &card,
+            &facts,
+            config.verdict.add_header,
+            &header_block,
+            &skipped,
+            &config,
+        )
+    };
+    Ok(CheckReport { output, exit_code })
+}
+
+fn stage(stage: Stage, envelope: &Envelope) -> StageInput<'_> {
+    StageInput {
+        stage,
+        envelope,
+        recipient: None,
+        message: None,
+    }
+}
+
+/// Splits a block of header fields into one string per field (folds kept).
+fn unfold_fields(block: &str) -> Vec<String> {
+    let mut fields: Vec<String> = Vec::new();
+    for line in block.split("\r\n").filter(|l| !l.is_empty()) {
+        match (line.starts_with([' ', '\t']), fields.last_mut()) {
+            (true, Some(last)) => {
+                last.push_str("\r\n");
+                last.push_str(line);
+            }
+            _ => fields.push(line.to_string()),
+        }
+    }
+    fields
+}
+
+fn json_report(
+    v: &verdict::Verdict,
+    card: &ScoreCard,
+    facts: &AuthFacts,
+    required: f64,
+    header_fields: &[String],
+    skipped: &[&str],
+) -> String {
+    let symbols: Vec<_> = card
+        .symbols
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "score": s.score,
+                "stage": s.stage.as_str(),
+                "detail": s.detail.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
+    let spf = match &facts.spf {
+        Some(s) => json!({"result": s.mail_from.outcome.as_str(), "domain": s.mail_from.domain}),
+        None => json!({"result": Outcome::None.as_str(), "domain": ""}),
+    };
+    let (dkim, dmarc, arc) = match &facts.message {
+        Some(m) => (
+            m.dkim
+                .iter()
+                .map(|d| json!({"result": d.outcome.as_str(), "domain": d.domain, "selector": d.selector}))
+                .collect::<Vec<_>>(),
+            json!({"result": m.dmarc.outcome.as_str(), "policy": m.dmarc.policy, "domain": m.dmarc.domain}),
+            json!({"result": m.arc.outcome.as_str()}),
+        ),
+        None => (
+            Vec::new(),
+            json!({"result": "none", "policy": "none", "domain": ""}),
+            json!({"result": "none"}),
+        ),
+    };
+    let report = json!({
+        "action": v.action.as_str(),
+        "score": round1(v.score),
+        "required": required,
+        "symbols": symbols,
+        "spf": spf,
+        "dkim": dkim,
+        "dmarc": dmarc,
+        "arc": arc,
+        "headers": header_fields,
+        "skipped": skipped,
+    });
+    let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    text
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn text_report(
+    v: &verdict::Verdict,
+    card: &ScoreCard,
+    facts: &AuthFacts,
+    required: f64,
+    header_block: &str,
+    skipped: &[&str],
+    config: &Config,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "action: {}   score: {:.1}   (flag at {:.1}, reject at {:.1})",
+        v.action.as_str(),
+        v.score,
+        required,
+        config.verdict.reject
+    );
+    if let Some(r) = &v.reply {
+        let _ = writeln!(out, "reply:  {r}");
+    }
+    if let Some(f) = &v.forced_by {
+        let _ = writeln!(out, "forced by: {f}");
+    }
+    let _ = writeln!(out, "\nsymbols:");
+    for s in &card.symbols {
+        let _ = writeln!(
+            out,
+            "  {:>6.1}  {:<26} [{}] {}",
+            s.score,
+            s.name,
+            s.stage.as_str(),
+            s.detail.as_deref().unwrap_or("")
+        );
+    }
+    if card.symbols.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    if let Some(m) = &facts.message {
+        let _ = writeln!(out, "\nauthentication:");
+        if let Some(s) = &facts.spf {
+            let _ = writeln!(
+                out,
+                "  spf    {} ({})",
+                s.mail_from.outcome.as_str(),
+                s.mail_from.domain
+            );
+        }
+        for d in &m.dkim {
+            let _ = writeln!(
+                out,
+                "  dkim   {} (d={} s={})",
+                d.outcome.as_str(),
+                d.domain,
+                d.selector
+            );
+        }
+        let _ = writeln!(out, "  arc    {}", m.arc.outcome.as_str());
+        let _ = writeln!(
+            out,
+            "  dmarc  {} (domain {}, p={})",
+            m.dmarc.outcome.as_str(),
+            m.dmarc.domain,
+            m.dmarc.policy
+        );
+    }
+    if !skipped.is_empty() {
+        let _ = writeln!(out, "\nskipped: {}", skipped.join("; "));
+    }
+    let _ = write!(
+        out,
+        "\nheaders moat would add:\n{}",
+        header_block.replace("\r\n", "\n")
+    );
+    out
+}

@@ -1,0 +1,3 @@
+//! The offline commands: the same pipeline and verdict as `serve`, without sockets to clients.
+
+pub mod check;

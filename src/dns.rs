@@ -1,0 +1,85 @@
+//! The shared DNS resolver and the mail-auth authenticator built on it. Every check that needs
+//! DNS goes through this one resolver, so its cache, timeout and attempts apply everywhere.
+//! hickory's and mail-auth's generic types stop here.
+
+use crate::config::{parse_nameserver, DnsConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::MessageAuthenticator;
+use std::net::SocketAddr;
+
+/// Why the resolver could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// /etc/resolv.conf could not be read and no nameservers are configured.
+    #[error("dns: cannot read the system resolver configuration ({0}); set dns.nameservers")]
+    SystemConf(String),
+    /// A configured nameserver is not an address.
+    #[error("dns.nameservers: {0:?} is not an IP address or IP:port")]
+    BadNameserver(String),
+    /// hickory refused the configuration.
+    #[error("dns: cannot build the resolver: {0}")]
+    Build(String),
+}
+
+/// The shared resolver, as the mail-auth authenticator that owns it.
+#[derive(Clone)]
+pub struct Dns {
+    authenticator: MessageAuthenticator,
+}
+
+impl std::fmt::Debug for Dns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dns")
+    }
+}
+
+impl Dns {
+    /// Builds the resolver from `[dns]`; `override_ns` (from `--dns`) replaces the nameservers.
+    pub fn new(config: &DnsConfig, override_ns: Option<SocketAddr>) -> Result<Dns, DnsError> {
+        let servers: Vec<SocketAddr> = match override_ns {
+            Some(addr) => vec![addr],
+            None => config
+                .nameservers
+                .iter()
+                .map(|s| parse_nameserver(s).ok_or_else(|| DnsError::BadNameserver(s.clone())))
+                .collect::<Result<_, _>>()?,
+        };
+        let (resolver_config, mut opts) = if servers.is_empty() {
+            hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| DnsError::SystemConf(e.to_string()))?
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            (
+                ResolverConfig::from_name_servers(name_servers),
+                ResolverOpts::default(),
+            )
+        };
+        opts.timeout = config.timeout.0;
+        opts.attempts = config.attempts;
+        opts.cache_size = config.cache_size;
+        // Mail checks want the answer for the name asked, never a search-list expansion.
+        opts.ndots = 0;
+        let authenticator = MessageAuthenticator::new(resolver_config, opts)
+            .map_err(|e| DnsError::Build(e.to_string()))?;
+        Ok(Dns { authenticator })
+    }
+
+    /// The mail-auth authenticator (SPF, DKIM, DMARC, ARC) on the shared resolver.
+    pub fn authenticator(&self) -> &MessageAuthenticator {
+        &self.authenticator
+    }
+
+    /// Drops every cached answer (tests that change zone data; admins after a fix).
+    pub fn clear_cache(&self) {
+        self.authenticator.resolver().clear_cache();
+    }
+}

@@ -1,0 +1,185 @@
+//! An in-process authoritative DNS server (hickory-server) on 127.0.0.1, UDP and TCP on one
+//! port, serving fixture zones. It always serves a root zone too, so that tree walks (DMARC)
+//! get NXDOMAIN rather than REFUSED for names outside the fixtures.
+//!
+//! Also two broken servers for failure tests: one that answers SERVFAIL to everything, one
+//! that never answers.
+
+use hickory_server::net::runtime::TokioRuntimeProvider;
+use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::proto::serialize::txt::Parser;
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_server::Server;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+
+/// A running test DNS server; dropping it stops it.
+pub struct TestDns {
+    /// UDP and TCP address.
+    pub addr: SocketAddr,
+    _server: Server<Catalog>,
+}
+
+/// One zone: its origin and its records in zone-file syntax (the SOA is added).
+pub struct Zone {
+    /// e.g. `example.test`.
+    pub origin: String,
+    /// Records, relative to the origin.
+    pub records: String,
+}
+
+impl Zone {
+    /// A zone from text.
+    pub fn new(origin: &str, records: &str) -> Zone {
+        Zone {
+            origin: origin.trim_end_matches('.').to_string(),
+            records: records.to_string(),
+        }
+    }
+}
+
+/// Every `*.zone` file in `dir`; the file name without `.zone` is the origin.
+pub fn zones_in(dir: &Path) -> Vec<Zone> {
+    let mut zones = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("zone dir") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "zone") {
+            let origin = path.file_stem().unwrap().to_string_lossy().into_owned();
+            zones.push(Zone::new(
+                &origin,
+                &std::fs::read_to_string(&path).expect("zone file"),
+            ));
+        }
+    }
+    zones
+}
+
+/// The fixture zones shipped with the tests.
+pub fn fixture_zones() -> Vec<Zone> {
+    zones_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zones"))
+}
+
+impl TestDns {
+    /// Starts a server for `zones` (plus the root zone).
+    pub async fn start(zones: Vec<Zone>) -> TestDns {
+        let mut catalog = Catalog::new();
+        let mut all = zones;
+        if !all.iter().any(|z| z.origin.is_empty()) {
+            all.push(Zone::new("", ""));
+        }
+        for zone in all {
+            let origin_text = if zone.origin.is_empty() {
+                ".".to_string()
+            } else {
+                format!("{}.", zone.origin)
+            };
+            let origin = Name::from_str(&origin_text).expect("origin");
+            let suffix = if zone.origin.is_empty() {
+                ""
+            } else {
+                origin_text.as_str()
+            };
+            let text = format!(
+                "$ORIGIN {origin_text}\n$TTL 60\n@ IN SOA ns.{suffix} hostmaster.{suffix} 1 3600 600 86400 60\n{}\n",
+                zone.records
+            );
+            let (name, records) = Parser::new(text, None, Some(origin))
+                .parse()
+                .unwrap_or_else(|e| panic!("zone {origin_text}: {e}"));
+            let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+                name.clone(),
+                records,
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+            )
+            .unwrap_or_else(|e| panic!("zone {origin_text}: {e}"));
+            catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
+        }
+        let mut server = Server::new(catalog);
+        let (udp, tcp) = bind_pair().await;
+        let addr = udp.local_addr().expect("udp addr");
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 65535);
+        TestDns {
+            addr,
+            _server: server,
+        }
+    }
+
+    /// Starts a server with the fixture zones plus `extra`.
+    pub async fn fixtures(extra: Vec<Zone>) -> TestDns {
+        let mut zones = fixture_zones();
+        zones.extend(extra);
+        Self::start(zones).await
+    }
+}
+
+/// UDP and TCP sockets on the same loopback port.
+async fn bind_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no free port pair for the test DNS server");
+}
+
+/// A DNS server that answers every query with SERVFAIL (RFC 1035 RCODE 2).
+pub struct ServfailDns {
+    /// UDP address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServfailDns {
+    /// Starts it.
+    pub async fn start() -> ServfailDns {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                if n < 12 {
+                    continue;
+                }
+                let mut reply = buf[..n].to_vec();
+                // QR=1, keep opcode and RD; RA=1, RCODE=2 (SERVFAIL).
+                reply[2] |= 0x80;
+                reply[3] = 0x80 | 0x02;
+                let _ = sock.send_to(&reply, peer).await;
+            }
+        });
+        ServfailDns { addr, task }
+    }
+}
+
+impl Drop for ServfailDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A DNS "server" that takes queries and never answers (a dead or firewalled resolver).
+pub struct SilentDns {
+    /// UDP address.
+    pub addr: SocketAddr,
+    _sock: UdpSocket,
+}
+
+impl SilentDns {
+    /// Starts it.
+    pub async fn start() -> SilentDns {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        SilentDns {
+            addr: sock.local_addr().expect("addr"),
+            _sock: sock,
+        }
+    }
+}

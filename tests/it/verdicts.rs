@@ -1,0 +1,241 @@
+//! Verdicts over SMTP: sender authentication and scores decide what the client hears, nothing
+//! refused ever reaches the upstream, and accepted mail carries moat's headers.
+
+use crate::support::dns::{ServfailDns, TestDns};
+use crate::support::{crlf, split_prepended, Moat, Sink};
+use moat::config::ConfigDuration;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/messages")
+            .join(name),
+    )
+    .unwrap()
+}
+
+const FORGED: &str = "From: CEO <ceo@dmarc-reject.test>\nTo: bob@rcpt.test\nSubject: Urgent wire transfer\nMessage-ID: <forged@dmarc-reject.test>\n\nPlease pay the attached invoice today.\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_dmarc_reject_sender_gets_550_and_nothing_is_forwarded() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.cmd("EHLO attacker.example").await;
+    let r = c
+        .send_message("ceo@dmarc-reject.test", &["bob@rcpt.test"], &crlf(FORGED))
+        .await;
+    assert_eq!((r.code, r.enhanced()), (550, Some("5.7.1")), "{r:?}");
+    assert!(r.contains("DMARC policy of dmarc-reject.test"), "{r:?}");
+    assert!(sink.messages().is_empty());
+    // The upstream transaction was reset, and the session goes on.
+    assert!(
+        sink.commands().iter().any(|l| l == "RSET"),
+        "{:?}",
+        sink.commands()
+    );
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_message_arrives_with_authentication_results() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.cmd("EHLO mx.signed.test").await;
+    let body = fixture("signed-pass.eml");
+    let r = c
+        .send_message("alice@signed.test", &["bob@rcpt.test"], &body)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let msgs = sink.messages();
+    let added = split_prepended(&msgs[0].body, &body);
+    let ar = added.split("\r\nX-Spam-Flag").next().unwrap();
+    assert!(ar.contains("Authentication-Results: moat.test;"), "{added}");
+    for want in [
+        "dkim=pass",
+        "header.i=@signed.test",
+        "header.s=sel",
+        "spf=pass",
+        "smtp.mailfrom=alice@signed.test",
+        "dmarc=pass",
+        "arc=none",
+    ] {
+        assert!(added.contains(want), "{want} missing in:\n{added}");
+    }
+    assert!(added.contains("X-Spam-Status: No, score="), "{added}");
+    assert!(
+        added.contains("DKIM_ALLOW") && added.contains("DMARC_PASS"),
+        "{added}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_authentication_results_are_removed() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let msg = crlf("Authentication-Results: moat.test; dkim=pass header.d=bank.example\nAuthentication-Results: other.example; spf=pass\nX-Spam-Status: No, score=-100\nFrom: a@example.test\nSubject: x\n\nbody\n");
+    let r = c
+        .send_message("a@example.test", &["b@rcpt.test"], &msg)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
+    assert!(!got.contains("bank.example"), "forged A-R kept:\n{got}");
+    assert!(
+        !got.contains("score=-100"),
+        "forged X-Spam-Status kept:\n{got}"
+    );
+    assert!(
+        got.contains("Authentication-Results: other.example; spf=pass"),
+        "{got}"
+    );
+    assert_eq!(
+        got.matches("Authentication-Results: moat.test;").count(),
+        1,
+        "{got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_refusal_at_mail_never_opens_the_upstream() {
+    let sink = Sink::start().await;
+    // SPF_FAIL (3.0) alone reaches this reject threshold at MAIL.
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.verdict.add_header = 2.0;
+            c.verdict.reject = 2.5;
+        })
+        .start()
+        .await;
+    let connections = sink.connections();
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<x@fail.spf.test>").await;
+    assert_eq!((r.code, r.enhanced()), (550, Some("5.7.1")), "{r:?}");
+    assert!(r.contains("score 3.0"), "{r:?}");
+    assert_eq!(sink.connections(), connections, "upstream was contacted");
+    // The session is still usable, and a sender that passes SPF goes through.
+    assert_eq!(c.cmd("MAIL FROM:<x@pass.spf.test>").await.code, 250);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spf_reject_on_fail_uses_5_7_23() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.auth.spf_reject_on_fail = true)
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<x@fail.spf.test>").await;
+    assert_eq!((r.code, r.enhanced()), (550, Some("5.7.23")), "{r:?}");
+    assert!(!sink.commands().iter().any(|l| l.starts_with("MAIL")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_failure_at_mail_is_a_4_4_3_tempfail() {
+    let servfail = ServfailDns::start().await;
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .dns(servfail.addr)
+        .with(|c| c.dns.timeout = ConfigDuration::secs(1))
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<x@example.test>").await;
+    assert_eq!((r.code, r.enhanced()), (451, Some("4.4.3")), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn score_thresholds_flag_and_defer() {
+    // Flag: add_header at 3.0 turns SPF_FAIL into X-Spam-Flag: YES.
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.verdict.add_header = 3.0)
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let msg = crlf("From: x@fail.spf.test\nSubject: s\n\nbody\n");
+    let r = c
+        .send_message("x@fail.spf.test", &["b@rcpt.test"], &msg)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
+    assert!(
+        got.contains("X-Spam-Flag: YES\r\n") && got.contains("X-Spam-Status: Yes,"),
+        "{got}"
+    );
+    // Defer: a tempfail threshold below the score gives 451 4.7.1 at end of data.
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.verdict.add_header = 1.0;
+            c.verdict.tempfail = Some(3.0);
+        })
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c
+        .send_message("x@fail.spf.test", &["b@rcpt.test"], &msg)
+        .await;
+    assert_eq!((r.code, r.enhanced()), (451, Some("4.7.1")), "{r:?}");
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_mode_refuses_nothing_but_reports_everything() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.verdict.shadow = true;
+            c.verdict.add_header = 2.0;
+            c.verdict.reject = 2.5;
+        })
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.cmd("EHLO attacker.example").await;
+    let r = c
+        .send_message("ceo@dmarc-reject.test", &["bob@rcpt.test"], &crlf(FORGED))
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
+    assert!(got.contains("X-Spam-Status: Yes,"), "{got}");
+    assert!(
+        got.contains("DMARC_POLICY_REJECT") && got.contains("SPF_FAIL"),
+        "{got}"
+    );
+    assert!(got.contains("dmarc=fail"), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_for_the_session_comes_only_from_the_configured_server() {
+    // A zone that only this server knows: SPF passes only if moat asked it.
+    let dns = TestDns::start(vec![crate::support::dns::Zone::new(
+        "only-here.test",
+        "@ IN TXT \"v=spf1 ip4:127.0.0.1 -all\"",
+    )])
+    .await;
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).dns(dns.addr).start().await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let msg = crlf("From: a@only-here.test\nSubject: s\n\nbody\n");
+    let r = c
+        .send_message("a@only-here.test", &["b@rcpt.test"], &msg)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
+    assert!(got.contains("spf=pass"), "{got}");
+}
