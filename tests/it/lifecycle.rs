@@ -187,3 +187,84 @@ async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
         "{log}"
     );
 }
+
+/// `moat check` as a binary: JSON schema, exit codes, input errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_binary_json_and_exit_codes() {
+    let dns = crate::support::dns::TestDns::fixtures(Vec::new()).await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/messages/");
+    let dns_addr = dns.addr.to_string();
+    let run = move |args: Vec<String>| {
+        let mut cmd = moat_bin();
+        cmd.arg("check").arg("--dns").arg(&dns_addr).args(args);
+        cmd.output().unwrap()
+    };
+    let pass = format!("{fixtures}signed-pass.eml");
+    let args = vec![
+        "--json".into(),
+        "--client-ip".into(),
+        "127.0.0.1".into(),
+        "--helo".into(),
+        "mx.signed.test".into(),
+        "--mail-from".into(),
+        "alice@signed.test".into(),
+        "--rcpt".into(),
+        "bob@rcpt.test".into(),
+        pass.clone(),
+    ];
+    let out = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "action", "score", "required", "symbols", "spf", "dkim", "dmarc", "arc", "headers",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing: {v}");
+    }
+    assert_eq!(v["action"], "accept");
+    assert_eq!(
+        v["spf"],
+        serde_json::json!({"result": "pass", "domain": "signed.test"})
+    );
+    assert_eq!(
+        v["dmarc"],
+        serde_json::json!({"result": "pass", "policy": "reject", "domain": "signed.test"})
+    );
+    let sym = &v["symbols"][0];
+    for key in ["name", "score", "stage", "detail"] {
+        assert!(sym.get(key).is_some(), "{key} missing in {sym}");
+    }
+    // A forged message: reject, exit 1, and the human report names the policy.
+    let forged = format!("{fixtures}strict-subdomain.eml");
+    let out = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(vec![forged])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("action: reject") && text.contains("DMARC_POLICY_REJECT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("skipped:"),
+        "the report must say which stages were skipped: {text}"
+    );
+    // Input errors: exit 2 with a message.
+    let out = tokio::task::spawn_blocking(move || run(vec!["/nonexistent/message.eml".into()]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/message.eml: cannot read"));
+}
