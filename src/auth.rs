@@ -418,7 +418,13 @@ impl MessageAuth {
     /// Every result as temperror (the checks could not finish).
     pub fn temperror(authserv_id: &str, why: &str) -> MessageAuth {
         MessageAuth {
-            dkim: Vec::new(),
+            // The signatures are unknown, but "unsigned" would be a lie: one temperror entry.
+            dkim: vec![DkimCheck {
+                outcome: Outcome::TempError,
+                domain: String::new(),
+                selector: String::new(),
+                detail: Some(why.to_string()),
+            }],
             arc: ArcCheck {
                 outcome: Outcome::TempError,
                 last_sealer: None,

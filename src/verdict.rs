@@ -23,6 +23,12 @@ impl Verdict {
     pub fn refuses(&self) -> bool {
         matches!(self.action, Action::Tempfail | Action::Reject)
     }
+
+    /// True when the message counts as spam for X-Spam-Flag/X-Spam-Status: flagged or refused
+    /// for content, or scored at the flag threshold. A deferral for a DNS failure is not spam.
+    pub fn is_spam(&self, config: &VerdictConfig) -> bool {
+        matches!(self.action, Action::AddHeader | Action::Reject) || self.score >= config.add_header
+    }
 }
 
 fn fill(text: &str, score: f64) -> String {
@@ -102,6 +108,7 @@ mod tests {
         Symbol {
             name: name.into(),
             score,
+            description: "".into(),
             stage: Stage::Data,
             detail: None,
             forced: None,

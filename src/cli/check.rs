@@ -5,7 +5,7 @@ use crate::auth::{AuthFacts, Outcome};
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::headers;
-use crate::pipeline::{Action, MessageInput, ScoreCard, Stage, StageInput};
+use crate::pipeline::{MessageInput, ScoreCard, Stage, StageInput};
 use crate::verdict;
 use anyhow::{bail, Context as _};
 use serde_json::json;
@@ -178,7 +178,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     let spam = headers::SpamInfo {
         score: v.score,
         required: config.verdict.add_header,
-        flagged: v.action >= Action::AddHeader,
+        flagged: v.is_spam(&config.verdict),
         tests: &names,
     };
     let auth_header = facts.message.as_ref().map(|m| m.header.as_str());
@@ -326,8 +326,11 @@ fn text_report(
             s.score,
             s.name,
             s.stage.as_str(),
-            s.detail.as_deref().unwrap_or("")
+            s.description
         );
+        if let Some(d) = &s.detail {
+            let _ = writeln!(out, "          {:<26} {d}", "");
+        }
     }
     if card.symbols.is_empty() {
         let _ = writeln!(out, "  (none)");

@@ -247,6 +247,7 @@ mod tests {
                 vec![Symbol {
                     name: "TEST_SYM".into(),
                     score: self.1,
+                    description: "test".into(),
                     stage: self.0,
                     detail: None,
                     forced: None,

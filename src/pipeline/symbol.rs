@@ -4,6 +4,7 @@
 use super::Stage;
 use crate::rules::SymbolTable;
 use crate::smtp::reply::Reply;
+use std::sync::Arc;
 
 /// What to do with a transaction, from mildest to strongest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,6 +47,8 @@ pub struct Symbol {
     pub name: String,
     /// Score contribution (positive = spammy), from `rules/symbols.toml`.
     pub score: f64,
+    /// The one-line description from `rules/symbols.toml`.
+    pub description: Arc<str>,
     /// The stage that produced it.
     pub stage: Stage,
     /// Optional detail for logs and reports (e.g. the domain or the DNS answer).
@@ -57,9 +60,13 @@ pub struct Symbol {
 impl Symbol {
     /// A symbol scored from the table.
     pub fn new(table: &SymbolTable, name: &str, stage: Stage, detail: Option<String>) -> Symbol {
+        let def = table.get(name);
         Symbol {
             name: name.to_string(),
-            score: table.score(name),
+            score: def.map(|d| d.score).unwrap_or(0.0),
+            description: def
+                .map(|d| d.description.clone())
+                .unwrap_or_else(|| Arc::from("")),
             stage,
             detail,
             forced: None,

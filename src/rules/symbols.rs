@@ -16,7 +16,7 @@ pub struct SymbolDef {
     /// Score added when the symbol fires.
     pub score: f64,
     /// One line for reports.
-    pub description: String,
+    pub description: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Deserialize)]

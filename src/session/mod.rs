@@ -18,7 +18,7 @@ use crate::config::VerdictConfig;
 use crate::config::{Config, ConnectAt};
 use crate::envelope::Envelope;
 use crate::headers;
-use crate::pipeline::{Action, MessageInput, Pipeline, ScoreCard, Stage, StageInput, Symbol};
+use crate::pipeline::{MessageInput, Pipeline, ScoreCard, Stage, StageInput, Symbol};
 use crate::smtp::command::{Command, PathCommand};
 use crate::smtp::data::{DataFault, DataLimits, DataReader};
 use crate::smtp::extensions::Offer;
@@ -825,7 +825,7 @@ impl Session {
         let spam = headers::SpamInfo {
             score: v.score,
             required: self.shared.verdict.add_header,
-            flagged: v.action >= Action::AddHeader,
+            flagged: v.is_spam(&self.shared.verdict),
             tests: &names,
         };
         let auth_results = self.facts.message.as_ref().map(|m| m.header.as_str());
