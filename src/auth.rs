@@ -10,7 +10,8 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcOutput, DmarcResult, DnsCache,
-    Negative, Parameters, RecordSet, ResolverCache, SpfOutput, SpfResult, TxtRecord,
+    IprevOutput, IprevResult, Negative, Parameters, RecordSet, ResolverCache, SpfOutput, SpfResult,
+    TxtRecord,
 };
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -405,9 +406,60 @@ pub struct MessageAuth {
     pub header: String,
 }
 
+/// Reverse DNS of the client (RFC 8601 3, "iprev"): a PTR name that resolves back to it.
+#[derive(Debug, Clone)]
+pub struct IprevFacts {
+    /// pass, fail (PTR names do not resolve back), permerror (no PTR), temperror.
+    pub outcome: Outcome,
+    /// The verified name, on pass.
+    pub name: Option<String>,
+    /// The PTR names, when the PTR lookup succeeded.
+    pub ptr: Vec<String>,
+    /// Why it did not pass.
+    pub detail: Option<String>,
+    output: IprevOutput,
+    ip: IpAddr,
+}
+
+/// Checks the client's reverse DNS (PTR, then A/AAAA back to the address).
+pub async fn check_iprev(dns: &Dns, ip: IpAddr) -> IprevFacts {
+    let output = dns.authenticator().verify_iprev(ip).await;
+    let ptr: Vec<String> = output
+        .ptr
+        .as_ref()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| n.trim_end_matches('.').to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (outcome, detail) = match &output.result {
+        IprevResult::Pass => (Outcome::Pass, None),
+        IprevResult::Fail(e) => (Outcome::Fail, Some(e.to_string())),
+        IprevResult::TempError(e) => (Outcome::TempError, Some(e.to_string())),
+        IprevResult::PermError(e) => (Outcome::PermError, Some(e.to_string())),
+        IprevResult::None => (Outcome::None, None),
+    };
+    // mail-auth stops at the first name that resolves back; it is among the first two.
+    let name = (outcome == Outcome::Pass)
+        .then(|| ptr.first().cloned())
+        .flatten();
+    IprevFacts {
+        outcome,
+        name,
+        ptr,
+        detail,
+        output,
+        ip,
+    }
+}
+
 /// The facts of one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct AuthFacts {
+    /// Reverse DNS of the client, from the connect stage (kept for the whole session).
+    pub iprev: Option<IprevFacts>,
     /// SPF, once MAIL FROM was checked.
     pub spf: Option<SpfFacts>,
     /// DKIM/ARC/DMARC, once the message was read.
@@ -479,10 +531,11 @@ pub async fn check_message(
     dns: &Dns,
     raw: &[u8],
     parsed: &mail_parser::Message<'_>,
-    spf: Option<&SpfFacts>,
+    facts: &AuthFacts,
     client: Option<IpAddr>,
     authserv_id: &str,
 ) -> MessageAuth {
+    let spf = facts.spf.as_ref();
     let auth = dns.authenticator();
     let message = AuthenticatedMessage::from_parsed(parsed, raw, true);
     let (dkim_out, arc_out) = tokio::join!(auth.verify_dkim(&message), auth.verify_arc(&message));
@@ -542,6 +595,9 @@ pub async fn check_message(
         .unwrap_or("");
     let mut results =
         AuthenticationResults::new(authserv_id).with_dkim_results(&dkim_out, header_from);
+    if let Some(i) = &facts.iprev {
+        results = results.with_iprev_result(&i.output, i.ip);
+    }
     if let Some(s) = spf {
         let params = SpfParameters::mail_from(s.ip, &s.helo_name, &s.host, &s.sender);
         results = results.with_spf_result(&s.output, &params);

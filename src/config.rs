@@ -324,6 +324,8 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// Refuse at MAIL FROM (550 5.7.23) when SPF for the envelope sender fails.
     pub spf_reject_on_fail: bool,
+    /// Refuse at connect (554 5.7.25) clients without a PTR name that resolves back.
+    pub rdns_reject: bool,
     /// Apply the sender domain's DMARC policy: p=reject refuses, p=quarantine adds the spam flag.
     pub dmarc_enforce: bool,
     /// ARC sealers (d= domains) whose passing chain overrides a DMARC fail (e.g. mailing lists).
@@ -337,6 +339,7 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: true,
             spf_reject_on_fail: false,
+            rdns_reject: false,
             dmarc_enforce: true,
             arc_trusted_sealers: Vec::new(),
             dns_failure: DnsFailure::Tempfail,

@@ -3,7 +3,9 @@
 //! hickory's and mail-auth's generic types stop here.
 
 use crate::config::{parse_nameserver, DnsConfig};
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use mail_auth::MessageAuthenticator;
 use std::net::SocketAddr;
 
@@ -66,8 +68,10 @@ impl Dns {
         opts.timeout = config.timeout.0;
         opts.attempts = config.attempts;
         opts.cache_size = config.cache_size;
-        // Mail checks want the answer for the name asked, never a search-list expansion.
+        // Mail checks want the DNS's answer for the name asked: no search-list expansion, and
+        // no /etc/hosts (which names 127.0.0.1 "localhost" and would pass reverse DNS).
         opts.ndots = 0;
+        opts.use_hosts_file = ResolveHosts::Never;
         let authenticator = MessageAuthenticator::new(resolver_config, opts)
             .map_err(|e| DnsError::Build(e.to_string()))?;
         Ok(Dns { authenticator })

@@ -5,6 +5,7 @@
 pub mod arc;
 pub mod dkim;
 pub mod dmarc;
+pub mod rdns;
 pub mod spf;
 
 use crate::config::Config;
@@ -14,13 +15,21 @@ use std::sync::Arc;
 
 /// Every symbol name moat's checks can emit; `rules/symbols.toml` must define them all.
 pub fn emitted_symbols() -> Vec<&'static str> {
-    [spf::SYMBOLS, dkim::SYMBOLS, arc::SYMBOLS, dmarc::SYMBOLS].concat()
+    [
+        rdns::SYMBOLS,
+        spf::SYMBOLS,
+        dkim::SYMBOLS,
+        arc::SYMBOLS,
+        dmarc::SYMBOLS,
+    ]
+    .concat()
 }
 
 /// Builds every enabled check from the config and the symbol table.
 pub fn build(config: &Config, table: &Arc<SymbolTable>) -> Vec<Arc<dyn Check>> {
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
     if config.auth.enabled {
+        checks.push(Arc::new(rdns::Rdns::new(table.clone(), &config.auth)));
         checks.push(Arc::new(spf::Spf::new(table.clone(), &config.auth)));
         checks.push(Arc::new(dkim::Dkim::new(table.clone(), &config.auth)));
         checks.push(Arc::new(arc::ArcCheck::new(table.clone())));

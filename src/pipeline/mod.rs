@@ -122,7 +122,8 @@ impl Pipeline {
 
     /// True when nothing runs at `stage` (the session can skip building a context).
     pub fn is_empty_at(&self, stage: Stage) -> bool {
-        let auth_stage = self.auth.is_some() && matches!(stage, Stage::Mail | Stage::Data);
+        let auth_stage =
+            self.auth.is_some() && matches!(stage, Stage::Connect | Stage::Mail | Stage::Data);
         !auth_stage && !self.checks.iter().any(|c| c.stage() == stage)
     }
 
@@ -147,6 +148,14 @@ impl Pipeline {
     async fn authenticate(&self, step: &AuthStep, input: &StageInput<'_>, facts: &mut AuthFacts) {
         let env = input.envelope;
         match (input.stage, &input.message) {
+            (Stage::Connect, _) if !env.client.ip().is_unspecified() => {
+                let checked = tokio::time::timeout(
+                    self.deadline,
+                    auth::check_iprev(&step.dns, env.client.ip()),
+                )
+                .await;
+                facts.iprev = checked.ok();
+            }
             (Stage::Mail, _) => {
                 let (Some(helo), Some(sender)) = (env.helo.as_deref(), env.sender.as_deref())
                 else {
@@ -178,7 +187,7 @@ impl Pipeline {
                         &step.dns,
                         m.raw,
                         m.parsed,
-                        facts.spf.as_ref(),
+                        facts,
                         client,
                         &step.authserv_id,
                     ),

@@ -398,7 +398,11 @@ impl Session {
         self.card = ScoreCard {
             symbols: self.session_symbols.clone(),
         };
-        self.facts = AuthFacts::default();
+        // Reverse DNS belongs to the session; the rest starts over with each transaction.
+        self.facts = AuthFacts {
+            iprev: self.facts.iprev.take(),
+            ..AuthFacts::default()
+        };
         self.upstream_lost = false;
         self.transaction_started = Some(Instant::now());
         self.envelope.reset_transaction();
@@ -640,7 +644,14 @@ impl Session {
     fn client_facts(&self) -> ClientFacts {
         ClientFacts {
             addr: self.envelope.client,
-            name: None,
+            // Postfix XCLIENT_README: the verified name, or why there is none.
+            name: match self.facts.iprev.as_ref() {
+                Some(i) if i.name.is_some() => i.name.clone(),
+                Some(i) if i.outcome == crate::auth::Outcome::TempError => {
+                    Some("[TEMPUNAVAIL]".into())
+                }
+                _ => None,
+            },
             helo: self.envelope.helo.clone(),
             proto: if self.envelope.esmtp { "ESMTP" } else { "SMTP" },
         }

@@ -268,6 +268,13 @@ pub const SPF_REJECT: ReplyConst = Reply::fixed(
 /// 550 when the From domain's DMARC policy is reject (RFC 7489 10.3).
 pub const DMARC_REJECT: ReplyConst =
     Reply::fixed(550, e(5, 7, 1), "Message rejected by the DMARC policy of");
+/// 554 at connect when the client has no valid reverse DNS and `auth.rdns_reject` is on
+/// (RFC 7372 3.3: 5.7.25).
+pub const RDNS_REJECT: ReplyConst = Reply::fixed(
+    554,
+    e(5, 7, 25),
+    "Reverse DNS validation failed: your address has no PTR name that resolves back to it",
+);
 /// 451 when DNS failed during sender authentication (RFC 7208 8.6: 4.4.3).
 pub const AUTH_DNS_TEMPFAIL: ReplyConst = Reply::fixed(
     451,

@@ -346,3 +346,30 @@ async fn dns_servfail_and_timeout_follow_the_failure_policy() {
     assert_eq!(v["dmarc"]["result"], "temperror", "{v}");
     assert_eq!((v["action"].as_str(), code), (Some("tempfail"), 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reverse_dns_results() {
+    let dns = TestDns::fixtures(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let msg = temp_message(&dir, "m.eml", PLAIN);
+    for (ip, symbol, detail) in [
+        ("192.0.2.1", "RDNS_PASS", "client.rdns.test"),
+        ("192.0.2.2", "RDNS_MISMATCH", "mismatch.rdns.test"),
+        ("192.0.2.3", "RDNS_NONE", ""),
+    ] {
+        let mut a = args(dns.addr, msg.clone());
+        a.client_ip = Some(ip.parse().unwrap());
+        let (v, _) = check(&a).await;
+        let sym = v["symbols"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "connect")
+            .expect("connect symbol");
+        assert_eq!(sym["name"], symbol, "{ip}: {v}");
+        assert!(
+            sym["detail"].as_str().unwrap().contains(detail),
+            "{ip}: {sym}"
+        );
+    }
+}

@@ -247,7 +247,7 @@ async fn xclient_carries_the_real_client() {
     assert_eq!(
         xclient,
         format!(
-            "XCLIENT ADDR=127.0.0.1 PORT={port} NAME=[UNAVAILABLE] HELO=Client.Example PROTO=ESMTP"
+            "XCLIENT ADDR=127.0.0.1 PORT={port} NAME=localhost HELO=Client.Example PROTO=ESMTP"
         )
     );
     // After XCLIENT the sink's new greeting is followed by a fresh EHLO with the client's own
@@ -323,7 +323,7 @@ async fn xforward_mode_for_mtas_without_xclient() {
     assert_eq!(r.code, 250);
     let xf = sink.messages()[0].xforward.clone().expect("XFORWARD sent");
     let want = format!(
-        "XFORWARD ADDR=127.0.0.1 PORT={} NAME=[UNAVAILABLE] HELO=old.example PROTO=SMTP SOURCE=REMOTE",
+        "XFORWARD ADDR=127.0.0.1 PORT={} NAME=localhost HELO=old.example PROTO=SMTP SOURCE=REMOTE",
         c.local.port()
     );
     assert_eq!(xf, want);

@@ -239,3 +239,96 @@ async fn dns_for_the_session_comes_only_from_the_configured_server() {
     let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(got.contains("spf=pass"), "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reverse_dns_is_checked_at_connect_and_forwarded_as_the_client_name() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    // RFC 6761 6.3: the resolver names 127.0.0.1 "localhost", which resolves back.
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c
+        .send_message(
+            "a@example.test",
+            &["b@rcpt.test"],
+            b"Subject: x\r\n\r\ny\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250);
+    let msg = &sink.messages()[0];
+    assert!(
+        msg.xclient.as_deref().unwrap().contains("NAME=localhost "),
+        "{:?}",
+        msg.xclient
+    );
+    let got = String::from_utf8_lossy(&msg.body);
+    assert!(
+        got.contains("iprev=pass") && got.contains("RDNS_PASS"),
+        "{got}"
+    );
+    // 127.0.0.3 is also "localhost", which does not resolve back to it.
+    let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.3").await;
+    assert_eq!(c.greeting.code, 220);
+    c.ehlo().await;
+    let r = c
+        .send_message(
+            "a@example.test",
+            &["b@rcpt.test"],
+            b"Subject: x\r\n\r\ny\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250);
+    let msg = &sink.messages()[1];
+    let xclient = msg.xclient.as_deref().unwrap();
+    assert!(
+        xclient.contains("ADDR=127.0.0.3 PORT=") && xclient.contains("NAME=[UNAVAILABLE]"),
+        "{xclient}"
+    );
+    assert!(String::from_utf8_lossy(&msg.body).contains("RDNS_MISMATCH"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_refusal_at_connect_is_554() {
+    let sink = Sink::start().await;
+    // RDNS_MISMATCH (1.0) reaches this reject threshold before the greeting.
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.verdict.add_header = 0.5;
+            c.verdict.reject = 0.9;
+        })
+        .start()
+        .await;
+    let before = sink.connections();
+    let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.3").await;
+    assert_eq!(
+        (c.greeting.code, c.greeting.enhanced()),
+        (554, Some("5.7.1")),
+        "{:?}",
+        c.greeting
+    );
+    assert!(c.is_closed().await);
+    assert_eq!(sink.connections(), before, "upstream was contacted");
+    // A client with good reverse DNS is welcome.
+    let ok = crate::support::Client::connect_from(moat.addr, "127.0.0.1").await;
+    assert_eq!(ok.greeting.code, 220);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rdns_reject_refuses_a_ptr_that_does_not_resolve_back() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.auth.rdns_reject = true)
+        .start()
+        .await;
+    let c = crate::support::Client::connect_from(moat.addr, "127.0.0.2").await;
+    assert_eq!(
+        (c.greeting.code, c.greeting.enhanced()),
+        (554, Some("5.7.25")),
+        "{:?}",
+        c.greeting
+    );
+    let c = crate::support::Client::connect_from(moat.addr, "127.0.0.1").await;
+    assert_eq!(c.greeting.code, 220);
+}

@@ -48,6 +48,20 @@ impl Client {
     /// Connects and reads the greeting.
     pub async fn connect(addr: SocketAddr) -> Client {
         let tcp = TcpStream::connect(addr).await.expect("connect to moat");
+        Self::greeted(tcp).await
+    }
+
+    /// Connects from a given loopback source address (e.g. 127.0.0.3) and reads the greeting.
+    pub async fn connect_from(addr: SocketAddr, source: &str) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{source}:0").parse().expect("source"))
+            .expect("bind source");
+        let tcp = socket.connect(addr).await.expect("connect to moat");
+        Self::greeted(tcp).await
+    }
+
+    async fn greeted(tcp: TcpStream) -> Client {
         let local = tcp.local_addr().expect("local addr");
         let mut c = Client {
             stream: Stream::Plain(tcp),
