@@ -326,6 +326,8 @@ pub struct AuthConfig {
     pub spf_reject_on_fail: bool,
     /// Refuse at connect (554 5.7.25) clients without a PTR name that resolves back.
     pub rdns_reject: bool,
+    /// Refuse at end of data (550 5.7.20) a message whose DKIM signatures all fail.
+    pub dkim_reject_on_fail: bool,
     /// Apply the sender domain's DMARC policy: p=reject refuses, p=quarantine adds the spam flag.
     pub dmarc_enforce: bool,
     /// ARC sealers (d= domains) whose passing chain overrides a DMARC fail (e.g. mailing lists).
@@ -340,6 +342,7 @@ impl Default for AuthConfig {
             enabled: true,
             spf_reject_on_fail: false,
             rdns_reject: false,
+            dkim_reject_on_fail: false,
             dmarc_enforce: true,
             arc_trusted_sealers: Vec::new(),
             dns_failure: DnsFailure::Tempfail,

@@ -21,6 +21,7 @@ pub const SYMBOLS: &[&str] = &[
 pub struct Dkim {
     table: Arc<SymbolTable>,
     dns_failure: DnsFailure,
+    reject_on_fail: bool,
 }
 
 impl Dkim {
@@ -29,6 +30,7 @@ impl Dkim {
         Dkim {
             table,
             dns_failure: config.dns_failure,
+            reject_on_fail: config.dkim_reject_on_fail,
         }
     }
 }
@@ -79,13 +81,30 @@ impl Check for Dkim {
             }
             let any_pass = m.dkim.iter().any(|d| d.outcome == Outcome::Pass);
             let authenticated = any_pass || m.dmarc.outcome == Outcome::Pass;
-            if !authenticated && self.dns_failure == DnsFailure::Tempfail {
-                if let Some(sym) = out.iter_mut().find(|s| s.name == "DKIM_TEMPERROR") {
-                    let forced = sym
-                        .clone()
-                        .forcing(Action::Tempfail, Some(reply::AUTH_DNS_TEMPFAIL.reply()));
-                    *sym = forced;
+            let force = |out: &mut Vec<Symbol>,
+                         name: &str,
+                         action: Action,
+                         r: crate::smtp::reply::Reply| {
+                if let Some(sym) = out.iter_mut().find(|s| s.name == name) {
+                    *sym = sym.clone().forcing(action, Some(r));
                 }
+            };
+            if !authenticated && self.dns_failure == DnsFailure::Tempfail {
+                force(
+                    &mut out,
+                    "DKIM_TEMPERROR",
+                    Action::Tempfail,
+                    reply::AUTH_DNS_TEMPFAIL.reply(),
+                );
+            }
+            // RFC 7372 3.1: 5.7.20, no passing DKIM signature was found.
+            if !any_pass && self.reject_on_fail {
+                force(
+                    &mut out,
+                    "DKIM_REJECT",
+                    Action::Reject,
+                    reply::DKIM_REJECT.reply(),
+                );
             }
             out
         })

@@ -265,6 +265,13 @@ pub const SPF_REJECT: ReplyConst = Reply::fixed(
     e(5, 7, 23),
     "SPF validation failed: the domain does not allow this client to send for",
 );
+/// 550 when a DKIM signature fails, none passes, and `auth.dkim_reject_on_fail` is on
+/// (RFC 7372 3.1: 5.7.20).
+pub const DKIM_REJECT: ReplyConst = Reply::fixed(
+    550,
+    e(5, 7, 20),
+    "DKIM validation failed: no valid signature; the message was altered or forged",
+);
 /// 550 when the From domain's DMARC policy is reject (RFC 7489 10.3).
 pub const DMARC_REJECT: ReplyConst =
     Reply::fixed(550, e(5, 7, 1), "Message rejected by the DMARC policy of");

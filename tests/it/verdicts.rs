@@ -122,6 +122,36 @@ async fn early_refusal_at_mail_never_opens_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dkim_reject_on_fail_uses_5_7_20() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.auth.dkim_reject_on_fail = true)
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.cmd("EHLO mx.signed.test").await;
+    // SPF and DMARC pass (aligned SPF), but the only signature is broken.
+    let r = c
+        .send_message(
+            "alice@signed.test",
+            &["bob@rcpt.test"],
+            &fixture("signed-tampered.eml"),
+        )
+        .await;
+    assert_eq!((r.code, r.enhanced()), (550, Some("5.7.20")), "{r:?}");
+    let r = c
+        .send_message(
+            "alice@signed.test",
+            &["bob@rcpt.test"],
+            &fixture("signed-pass.eml"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn spf_reject_on_fail_uses_5_7_23() {
     let sink = Sink::start().await;
     let moat = Moat::builder()
