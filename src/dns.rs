@@ -6,8 +6,20 @@ use crate::config::{parse_nameserver, DnsConfig};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
+use hickory_resolver::proto::rr::RData;
 use mail_auth::MessageAuthenticator;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// The outcome of a lookup: expected conditions are values, not errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The addresses in the answer.
+    Found(Vec<Ipv4Addr>),
+    /// NXDOMAIN or no records of the type.
+    NotFound,
+    /// Timeout, SERVFAIL, refused: the name's status is unknown.
+    Failed(String),
+}
 
 /// Why the resolver could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +92,39 @@ impl Dns {
     /// The mail-auth authenticator (SPF, DKIM, DMARC, ARC) on the shared resolver.
     pub fn authenticator(&self) -> &MessageAuthenticator {
         &self.authenticator
+    }
+
+    /// The A records of `name` (a DNSBL query). NXDOMAIN and empty answers are `NotFound`.
+    pub async fn a_records(&self, name: &str) -> Lookup {
+        let fqdn = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.")
+        };
+        match self
+            .authenticator
+            .resolver()
+            .ipv4_lookup(fqdn.as_str())
+            .await
+        {
+            Ok(lookup) => {
+                let addrs: Vec<Ipv4Addr> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(a.0),
+                        _ => None,
+                    })
+                    .collect();
+                if addrs.is_empty() {
+                    Lookup::NotFound
+                } else {
+                    Lookup::Found(addrs)
+                }
+            }
+            Err(e) if e.is_no_records_found() => Lookup::NotFound,
+            Err(e) => Lookup::Failed(e.to_string()),
+        }
     }
 
     /// Drops every cached answer (tests that change zone data; admins after a fix).

@@ -16,6 +16,7 @@ pub mod dns;
 pub mod envelope;
 pub mod headers;
 pub mod listener;
+pub mod message;
 pub mod pipeline;
 pub mod rules;
 pub mod server;

@@ -5,7 +5,7 @@ use crate::config::{Config, Forwarding};
 use crate::dns::Dns;
 use crate::listener::{self, Limits};
 use crate::pipeline::{AuthStep, Pipeline};
-use crate::rules::SymbolTable;
+use crate::rules::RuleSet;
 use crate::session::SessionShared;
 use crate::shutdown::Shutdown;
 use crate::upstream::{Upstream, UpstreamSettings};
@@ -36,18 +36,15 @@ pub enum StartError {
 /// Builds the symbol table, the resolver, the checks and the pipeline from a validated config
 /// (shared by `serve` and `check`, so both score alike).
 pub fn build_pipeline(config: &Config, hostname: &str) -> Result<Pipeline, StartError> {
-    let table = Arc::new(SymbolTable::load(config.rules.dir.as_deref())?);
-    table.require(&crate::checks::emitted_symbols())?;
-    let auth = if config.auth.enabled {
-        Some(AuthStep {
-            dns: Dns::new(&config.dns, None)?,
-            host: hostname.to_string(),
-            authserv_id: config.authserv_id(),
-        })
-    } else {
-        None
-    };
-    let checks = crate::checks::build(config, &table);
+    let rules = RuleSet::load(config.rules.dir.as_deref())?;
+    rules.symbols.require(&crate::checks::emitted_symbols())?;
+    let dns = Dns::new(&config.dns, None)?;
+    let auth = config.auth.enabled.then(|| AuthStep {
+        dns: dns.clone(),
+        host: hostname.to_string(),
+        authserv_id: config.authserv_id(),
+    });
+    let checks = crate::checks::build(config, &rules, &dns);
     Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth))
 }
 

@@ -5,12 +5,15 @@
 pub mod arc;
 pub mod dkim;
 pub mod dmarc;
+pub mod dnsbl;
 pub mod rdns;
 pub mod spf;
 
 use crate::config::Config;
+use crate::dns::Dns;
 use crate::pipeline::Check;
-use crate::rules::SymbolTable;
+use crate::rules::dnsbl::ListKind;
+use crate::rules::RuleSet;
 use std::sync::Arc;
 
 /// Every symbol name moat's checks can emit; `rules/symbols.toml` must define them all.
@@ -25,9 +28,21 @@ pub fn emitted_symbols() -> Vec<&'static str> {
     .concat()
 }
 
-/// Builds every enabled check from the config and the symbol table.
-pub fn build(config: &Config, table: &Arc<SymbolTable>) -> Vec<Arc<dyn Check>> {
+/// Builds every enabled check from the config, the rule set and the shared resolver.
+pub fn build(config: &Config, rules: &RuleSet, dns: &Dns) -> Vec<Arc<dyn Check>> {
+    let table = &rules.symbols;
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+    for kind in [
+        ListKind::Ip,
+        ListKind::Helo,
+        ListKind::Sender,
+        ListKind::From,
+        ListKind::Uri,
+    ] {
+        if let Some(c) = dnsbl::Dnsbl::new(kind, &rules.dnsbl, dns.clone()) {
+            checks.push(Arc::new(c));
+        }
+    }
     if config.auth.enabled {
         checks.push(Arc::new(rdns::Rdns::new(table.clone(), &config.auth)));
         checks.push(Arc::new(spf::Spf::new(table.clone(), &config.auth)));
