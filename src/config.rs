@@ -283,6 +283,9 @@ pub struct VerdictConfig {
     pub reject: f64,
     /// Score and log everything, add headers, but refuse nothing.
     pub shadow: bool,
+    /// Refuse at RCPT what was decided at connect, HELO or MAIL (Postfix's smtpd_delay_reject),
+    /// so the log shows sender and recipients; the upstream is still never contacted.
+    pub delay_reject: bool,
     /// Text of the 550 5.7.1 reply; `{score}` is replaced by the score.
     pub reject_text: String,
     /// Text of the 451 4.7.1 reply; `{score}` is replaced by the score.
@@ -298,6 +301,7 @@ impl Default for VerdictConfig {
             tempfail: None,
             reject: 15.0,
             shadow: false,
+            delay_reject: false,
             reject_text: "Message rejected as spam (score {score})".into(),
             tempfail_text: "Message deferred, try again later (score {score})".into(),
             stage_timeout: ConfigDuration::secs(20),

@@ -73,15 +73,20 @@ impl Dnsbl {
     }
 }
 
-/// A lower-case DNS name, or `None` for address literals and junk.
+/// The registrable domain (public suffix list) of a name, as domain lists list them; `None`
+/// for address literals and junk.
 fn domain_name(s: &str) -> Option<String> {
     let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
     let ok = !d.is_empty()
         && d.contains('.')
         && !d.starts_with('[')
+        && d.parse::<std::net::IpAddr>().is_err()
         && d.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    ok.then_some(d)
+    if !ok {
+        return None;
+    }
+    psl::domain_str(&d).map(str::to_string)
 }
 
 impl Check for Dnsbl {

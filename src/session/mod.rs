@@ -122,6 +122,8 @@ pub struct Session {
     facts: AuthFacts,
     /// Transactions started in this session (for the Received id).
     transactions: u64,
+    /// With `verdict.delay_reject`: the refusal every RCPT of this transaction gets.
+    refused_transaction: Option<Reply>,
     bdat: Option<BdatTransfer>,
     errors: usize,
     transaction_started: Option<Instant>,
@@ -155,6 +157,7 @@ impl Session {
             card: ScoreCard::default(),
             facts: AuthFacts::default(),
             transactions: 0,
+            refused_transaction: None,
             bdat: None,
             errors: 0,
             transaction_started: None,
@@ -171,7 +174,8 @@ impl Session {
         let card = ScoreCard {
             symbols: self.session_symbols.clone(),
         };
-        if let Some(r) = self.refusal(&card, Stage::Connect) {
+        let refused = self.refusal(&card, Stage::Connect);
+        if let (Some(r), false) = (refused, self.shared.verdict.delay_reject) {
             // RFC 5321 3.1: a server may answer the connection with 554 instead of 220.
             self.conn.queue(&r);
             self.conn.close().await;
@@ -410,6 +414,14 @@ impl Session {
         let symbols = self.run_stage(Stage::Mail, None, None).await;
         self.card.extend(symbols);
         if let Some(r) = self.refusal(&self.card.clone(), Stage::Mail) {
+            if self.shared.verdict.delay_reject {
+                // Postfix's smtpd_delay_reject: take MAIL (moat's own 250, the upstream never
+                // hears of it) and refuse every RCPT, so the log shows sender and recipients.
+                self.refused_transaction = Some(r);
+                self.state.on_mail();
+                self.conn.queue(&reply::MAIL_OK_LOCAL.reply());
+                return Flow::Continue;
+            }
             // Refused before the upstream ever hears of the transaction.
             self.log_transaction(0, &r);
             self.conn.queue(&r);
@@ -461,6 +473,11 @@ impl Session {
         let symbols = self.run_stage(Stage::Rcpt, Some(&r.address), None).await;
         let mut tentative = self.card.clone();
         tentative.extend(symbols.iter().cloned());
+        if let Some(refused) = self.refused_transaction.clone() {
+            tracing::info!(session = self.id, client = %self.envelope.client, rcpt = %r.address, reply = %refused, "recipient refused (delayed reject)");
+            self.conn.queue(&refused);
+            return Flow::Continue;
+        }
         if let Some(refused) = self.refusal(&tentative, Stage::Rcpt) {
             self.conn.queue(&refused);
             return Flow::Continue;
@@ -622,6 +639,7 @@ impl Session {
         let was_open = self.state.in_transaction();
         self.state.end_transaction();
         self.envelope.reset_transaction();
+        self.refused_transaction = None;
         self.bdat = None;
         self.upstream_lost = false;
         self.transaction_started = None;

@@ -145,6 +145,8 @@ const fn e(class: u8, subject: u16, detail: u16) -> Enhanced {
 }
 
 // Positive replies.
+/// 250 to a MAIL that moat takes itself because every RCPT will be refused (delay_reject).
+pub const MAIL_OK_LOCAL: ReplyConst = Reply::fixed(250, e(2, 1, 0), "OK");
 /// 250 to RSET, NOOP and the like.
 pub const OK: ReplyConst = Reply::fixed(250, e(2, 0, 0), "OK");
 /// 221 to QUIT.
