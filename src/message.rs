@@ -24,6 +24,31 @@ pub fn texts(m: &mail_parser::Message<'_>) -> Vec<String> {
         .collect()
 }
 
+fn full_url_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r#"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`)\]]+"#)
+            .expect("URL regex compiles")
+    })
+}
+
+/// The URLs in the message's text parts (HTML included), in order of first appearance.
+pub fn urls(m: &mail_parser::Message<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for text in texts(m) {
+        for u in full_url_regex().find_iter(&text) {
+            let u = u
+                .as_str()
+                .trim_end_matches(['.', ',', ';', ':', '!', '?'])
+                .to_string();
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+    }
+    out
+}
+
 /// The host names of URLs in the message's text parts, in order of first appearance.
 pub fn url_hosts(m: &mail_parser::Message<'_>) -> Vec<String> {
     let mut hosts: Vec<String> = Vec::new();

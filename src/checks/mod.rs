@@ -3,10 +3,12 @@
 //! Checks see only `pipeline::Context`: no sockets, no session types.
 
 pub mod arc;
+pub mod content;
 pub mod dkim;
 pub mod dmarc;
 pub mod dnsbl;
 pub mod rdns;
+pub mod rules;
 pub mod spf;
 
 use crate::config::Config;
@@ -24,6 +26,7 @@ pub fn emitted_symbols() -> Vec<&'static str> {
         dkim::SYMBOLS,
         arc::SYMBOLS,
         dmarc::SYMBOLS,
+        content::SYMBOLS,
     ]
     .concat()
 }
@@ -32,6 +35,10 @@ pub fn emitted_symbols() -> Vec<&'static str> {
 pub fn build(config: &Config, rules: &RuleSet, dns: &Dns) -> Vec<Arc<dyn Check>> {
     let table = &rules.symbols;
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+    if let Some(c) = rules::Rules::new(rules.rules.clone()) {
+        checks.push(Arc::new(c));
+        checks.push(Arc::new(content::Content::new(table.clone())));
+    }
     for kind in [
         ListKind::Ip,
         ListKind::Helo,

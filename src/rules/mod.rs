@@ -2,6 +2,8 @@
 //! loading reads `symbols.toml` from the configured directory or uses the built-in copy.
 
 pub mod dnsbl;
+pub mod engine;
+pub mod meta;
 pub mod symbols;
 
 pub use dnsbl::DnsList;
@@ -13,6 +15,46 @@ use std::sync::Arc;
 /// The built-in copy of the shipped `rules/dnsbl.toml`.
 const BUILTIN_DNSBL: &str = include_str!("../../rules/dnsbl.toml");
 
+/// The built-in copies of the shipped rule files, in load order.
+const BUILTIN_RULES: &[(&str, &str)] = &[
+    ("10-header.toml", include_str!("../../rules/10-header.toml")),
+    ("20-body.toml", include_str!("../../rules/20-body.toml")),
+    ("30-uri.toml", include_str!("../../rules/30-uri.toml")),
+    ("50-attachments.toml", include_str!("../../rules/50-attachments.toml")),
+    ("90-meta.toml", include_str!("../../rules/90-meta.toml")),
+];
+
+/// Files in the rules directory that are not rule files.
+const NOT_RULE_FILES: &[&str] = &["symbols.toml", "dnsbl.toml", "local.toml"];
+
+/// The rule files of `dir` in load order: `NN-*.toml` by name, then `local.toml`.
+pub fn rule_sources(dir: &Path) -> Result<Vec<engine::Source>, RulesError> {
+    let read = |path: &Path| -> Result<engine::Source, RulesError> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: label.clone(),
+            source,
+        })?;
+        Ok(engine::Source { label, text })
+    };
+    let entries = std::fs::read_dir(dir).map_err(|source| RulesError::Read {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml") && !NOT_RULE_FILES.contains(&n.as_str()))
+        .collect();
+    names.sort();
+    let mut sources = names.iter().map(|n| read(&dir.join(n))).collect::<Result<Vec<_>, _>>()?;
+    let local = dir.join("local.toml");
+    if local.is_file() {
+        sources.push(read(&local)?);
+    }
+    Ok(sources)
+}
+
 /// Everything loaded from the rules directory, validated together.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
@@ -20,13 +62,15 @@ pub struct RuleSet {
     pub symbols: Arc<SymbolTable>,
     /// The DNS lists.
     pub dnsbl: Vec<DnsList>,
+    /// The content rules, compiled.
+    pub rules: Arc<engine::CompiledRules>,
 }
 
 impl RuleSet {
     /// Loads `DIR/symbols.toml` and `DIR/dnsbl.toml` (a missing dnsbl.toml means no lists), or
     /// the built-in copies when `dir` is `None`.
     pub fn load(dir: Option<&Path>) -> Result<RuleSet, RulesError> {
-        let symbols = SymbolTable::load(dir)?;
+        let mut symbols = SymbolTable::load(dir)?;
         let dnsbl = match dir {
             Some(dir) => {
                 let path = dir.join("dnsbl.toml");
@@ -44,9 +88,24 @@ impl RuleSet {
             }
             None => dnsbl::parse(BUILTIN_DNSBL, "built-in rules/dnsbl.toml")?,
         };
+        let sources = match dir {
+            Some(dir) => rule_sources(dir)?,
+            None => BUILTIN_RULES
+                .iter()
+                .map(|(name, text)| engine::Source {
+                    label: format!("built-in rules/{name}"),
+                    text: text.to_string(),
+                })
+                .collect(),
+        };
+        // Names code emits (symbols.toml) and list symbols may be rescored in rule files too.
+        let known: std::collections::HashSet<String> = symbols.names().map(str::to_string).collect();
+        let rules = engine::compile(&sources, &known).map_err(RulesError::Rules)?;
+        symbols.apply_overrides(&rules.symbol_scores);
         Ok(RuleSet {
             symbols: Arc::new(symbols),
             dnsbl,
+            rules: Arc::new(rules),
         })
     }
 }
@@ -70,6 +129,9 @@ pub enum RulesError {
         /// What is wrong, with the line.
         message: String,
     },
+    /// Problems in the rule files, one per line as `file:line:column: what`.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Rules(Vec<engine::RuleError>),
     /// Symbols the code emits are missing from the table.
     #[error("{path}: missing definitions for symbols emitted by moat's checks: {}", .missing.join(", "))]
     Missing {

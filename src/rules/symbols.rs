@@ -97,6 +97,20 @@ impl SymbolTable {
         }
     }
 
+    /// Every defined name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.defs.keys().map(String::as_str)
+    }
+
+    /// Applies `[score]` overrides from the rule files (local.toml).
+    pub fn apply_overrides(&mut self, scores: &std::collections::BTreeMap<String, f64>) {
+        for (name, score) in scores {
+            if let Some(def) = self.defs.get_mut(name) {
+                def.score = *score;
+            }
+        }
+    }
+
     /// The definition of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&SymbolDef> {
         self.defs.get(name)
