@@ -33,7 +33,12 @@ fn crlf(raw: Vec<u8>) -> Vec<u8> {
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -53,8 +58,15 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    let corpus = if corpus.exists() { corpus } else { PathBuf::from("/work/shared/corpus") };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let corpus = if corpus.exists() {
+        corpus
+    } else {
+        PathBuf::from("/work/shared/corpus")
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let server = rt.block_on(dns::TestDns::start(Vec::new()));
     let mut config = Config::parse("", Path::new("bench")).expect("config");
     config.rules.dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"));
@@ -70,10 +82,13 @@ fn main() {
     let mut scan_times: Vec<Duration> = Vec::new();
     let mut ham_flagged_examples: Vec<String> = Vec::new();
     for (class, is_spam) in [("ham", false), ("spam", true)] {
-        let mut sources: Vec<PathBuf> = files(&corpus.join(class));
-        sources.clear();
+        let mut sources: Vec<PathBuf> = Vec::new();
         if let Ok(d) = std::fs::read_dir(corpus.join(class)) {
-            sources = d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+            sources = d
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
             sources.sort();
         }
         for dir in sources {
@@ -82,21 +97,29 @@ fn main() {
             for f in files(&dir) {
                 let Ok(raw) = std::fs::read(&f) else { continue };
                 let raw = crlf(raw);
-                let Some(parsed) = mail_parser::MessageParser::default().parse(&raw[..]) else { continue };
+                let Some(parsed) = mail_parser::MessageParser::default().parse(&raw[..]) else {
+                    continue;
+                };
                 let input = StageInput {
                     stage: Stage::Data,
                     envelope: &envelope,
                     recipient: None,
-                    message: Some(MessageInput { raw: &raw, parsed: &parsed }),
+                    message: Some(MessageInput {
+                        raw: &raw,
+                        parsed: &parsed,
+                    }),
                 };
                 let mut facts = AuthFacts::default();
                 let t = Instant::now();
                 let outcome = rt.block_on(pipeline.run(input, &mut facts));
                 scan_times.push(t.elapsed());
-                let card = ScoreCard { symbols: outcome.symbols };
+                let card = ScoreCard {
+                    symbols: outcome.symbols,
+                };
                 let v = moat::verdict::decide(&card, &config.verdict, Stage::Data);
                 tally.total += 1;
-                let flagged = v.action >= Action::AddHeader && v.action != Action::Tempfail || v.score >= config.verdict.add_header;
+                let flagged = v.action >= Action::AddHeader && v.action != Action::Tempfail
+                    || v.score >= config.verdict.add_header;
                 if flagged {
                     tally.flagged += 1;
                 }
@@ -107,11 +130,27 @@ fn main() {
                     tally.tempfailed += 1;
                 }
                 if is_spam && !flagged && std::env::args().any(|a| a == "--show-missed") {
-                    let subject = parsed.subject().unwrap_or("").chars().take(60).collect::<String>();
-                    println!("missed {:.1} {} | {} | {}", v.score, f.display(), subject, card.names().join(","));
+                    let subject = parsed
+                        .subject()
+                        .unwrap_or("")
+                        .chars()
+                        .take(60)
+                        .collect::<String>();
+                    println!(
+                        "missed {:.1} {} | {} | {}",
+                        v.score,
+                        f.display(),
+                        subject,
+                        card.names().join(",")
+                    );
                 }
                 if !is_spam && flagged && ham_flagged_examples.len() < 40 {
-                    ham_flagged_examples.push(format!("{:.1} {} {}", v.score, f.display(), card.names().join(",")));
+                    ham_flagged_examples.push(format!(
+                        "{:.1} {} {}",
+                        v.score,
+                        f.display(),
+                        card.names().join(",")
+                    ));
                 }
                 let mut seen = std::collections::HashSet::new();
                 for s in &card.symbols {
@@ -133,12 +172,35 @@ fn main() {
             per_source.insert(name, (is_spam, tally));
         }
     }
-    let pct = |a: usize, b: usize| if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 };
-    println!("corpus: {} ({} ham, {} spam); thresholds add_header {} reject {}", corpus.display(), hams, spams, config.verdict.add_header, config.verdict.reject);
-    println!("\n{:<28} {:>6} {:>9} {:>9} {:>9}", "source", "msgs", "flagged%", "reject%", "tempf%");
+    let pct = |a: usize, b: usize| {
+        if b == 0 {
+            0.0
+        } else {
+            100.0 * a as f64 / b as f64
+        }
+    };
+    println!(
+        "corpus: {} ({} ham, {} spam); thresholds add_header {} reject {}",
+        corpus.display(),
+        hams,
+        spams,
+        config.verdict.add_header,
+        config.verdict.reject
+    );
+    println!(
+        "\n{:<28} {:>6} {:>9} {:>9} {:>9}",
+        "source", "msgs", "flagged%", "reject%", "tempf%"
+    );
     let (mut hf, mut hr, mut sc) = (0, 0, 0);
     for (name, (is_spam, t)) in &per_source {
-        println!("{:<28} {:>6} {:>8.1}% {:>8.1}% {:>8.1}%", name, t.total, pct(t.flagged, t.total), pct(t.rejected, t.total), pct(t.tempfailed, t.total));
+        println!(
+            "{:<28} {:>6} {:>8.1}% {:>8.1}% {:>8.1}%",
+            name,
+            t.total,
+            pct(t.flagged, t.total),
+            pct(t.rejected, t.total),
+            pct(t.tempfailed, t.total)
+        );
         if *is_spam {
             sc += t.flagged;
         } else {
@@ -148,9 +210,14 @@ fn main() {
     }
     println!("\n{:<34} {:>8} {:>8}", "symbol", "ham%", "spam%");
     let mut rows: Vec<_> = rule_hits.iter().collect();
-    rows.sort_by(|a, b| (b.1 .1 * 1000 / spams.max(1)).cmp(&(a.1 .1 * 1000 / spams.max(1))));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
     for (name, (h, s)) in rows {
-        println!("{:<34} {:>7.2}% {:>7.2}%", name, pct(*h, hams), pct(*s, spams));
+        println!(
+            "{:<34} {:>7.2}% {:>7.2}%",
+            name,
+            pct(*h, hams),
+            pct(*s, spams)
+        );
     }
     if std::env::args().any(|a| a == "--show-ham") {
         println!("\nflagged ham:");
@@ -159,8 +226,13 @@ fn main() {
         }
     }
     scan_times.sort();
-    let median = scan_times.get(scan_times.len() / 2).copied().unwrap_or_default();
-    println!("\nper message (data stage incl. DKIM/DMARC lookups on loopback): median {median:.3?}");
+    let median = scan_times
+        .get(scan_times.len() / 2)
+        .copied()
+        .unwrap_or_default();
+    println!(
+        "\nper message (data stage incl. DKIM/DMARC lookups on loopback): median {median:.3?}"
+    );
     println!(
         "\nham rejected {} ({:.2}%), ham flagged {} ({:.2}%), spam caught {} ({:.1}%)",
         hr,

@@ -572,11 +572,8 @@ impl Config {
             }
         }
         if let Some(dir) = &self.rules.dir {
-            if !dir.join("symbols.toml").is_file() {
-                bad(
-                    "rules.dir",
-                    format!("{} has no symbols.toml", dir.display()),
-                );
+            if !dir.is_dir() {
+                bad("rules.dir", format!("{} is not a directory", dir.display()));
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

@@ -32,9 +32,16 @@ impl Check for Rules {
 
     fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
         Box::pin(async move {
-            let Some(m) = ctx.message else { return Vec::new() };
+            let Some(m) = ctx.message else {
+                return Vec::new();
+            };
             let env = ctx.envelope;
-            let client_name = ctx.auth.iprev.as_ref().and_then(|i| i.name.clone()).unwrap_or_default();
+            let client_name = ctx
+                .auth
+                .iprev
+                .as_ref()
+                .and_then(|i| i.name.clone())
+                .unwrap_or_default();
             let view = View {
                 parsed: m.parsed,
                 raw: m.raw,
@@ -43,8 +50,8 @@ impl Check for Rules {
                 recipients: &env.recipients,
                 client_name: &client_name,
             };
-            let multi_thread =
-                tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+            let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
             let hits = if m.raw.len() > BLOCKING_THRESHOLD && multi_thread {
                 // The parse borrows the message, so the scan runs in place but tells the
                 // runtime it may block, letting other tasks move to other workers.

@@ -163,6 +163,9 @@ pub struct Rule {
     multipart: Option<bool>,
 }
 
+/// A rule's regex waiting to be compiled into a set: rule index, pattern, case-insensitive.
+type Pending = (usize, String, bool);
+
 /// The regexes of one kind (or one header name), as one set plus the individual regexes.
 #[derive(Debug, Clone)]
 struct Scanner {
@@ -172,7 +175,7 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn build(entries: Vec<(usize, String, bool)>) -> Result<Option<Scanner>, String> {
+    fn build(entries: Vec<Pending>) -> Result<Option<Scanner>, String> {
         if entries.is_empty() {
             return Ok(None);
         }
@@ -446,11 +449,11 @@ pub fn compile(
         .collect();
     let mut rules = Vec::with_capacity(defs.len());
     let mut metas: Vec<(usize, Expr)> = Vec::new();
-    let mut by_header: BTreeMap<String, Vec<(usize, String, bool)>> = BTreeMap::new();
+    let mut by_header: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
     let mut all_headers = Vec::new();
     let mut exists = Vec::new();
-    let mut by_kind: BTreeMap<u8, (Kind, Vec<(usize, String, bool)>)> = BTreeMap::new();
-    let mut by_field: BTreeMap<u8, (EnvField, Vec<(usize, String, bool)>)> = BTreeMap::new();
+    let mut by_kind: BTreeMap<u8, (Kind, Vec<Pending>)> = BTreeMap::new();
+    let mut by_field: BTreeMap<u8, (EnvField, Vec<Pending>)> = BTreeMap::new();
     for (i, (name, def, si)) in defs.iter().enumerate() {
         rules.push(Rule {
             name: name.clone(),

@@ -20,7 +20,10 @@ const BUILTIN_RULES: &[(&str, &str)] = &[
     ("10-header.toml", include_str!("../../rules/10-header.toml")),
     ("20-body.toml", include_str!("../../rules/20-body.toml")),
     ("30-uri.toml", include_str!("../../rules/30-uri.toml")),
-    ("50-attachments.toml", include_str!("../../rules/50-attachments.toml")),
+    (
+        "50-attachments.toml",
+        include_str!("../../rules/50-attachments.toml"),
+    ),
     ("90-meta.toml", include_str!("../../rules/90-meta.toml")),
 ];
 
@@ -47,7 +50,10 @@ pub fn rule_sources(dir: &Path) -> Result<Vec<engine::Source>, RulesError> {
         .filter(|n| n.ends_with(".toml") && !NOT_RULE_FILES.contains(&n.as_str()))
         .collect();
     names.sort();
-    let mut sources = names.iter().map(|n| read(&dir.join(n))).collect::<Result<Vec<_>, _>>()?;
+    let mut sources = names
+        .iter()
+        .map(|n| read(&dir.join(n)))
+        .collect::<Result<Vec<_>, _>>()?;
     let local = dir.join("local.toml");
     if local.is_file() {
         sources.push(read(&local)?);
@@ -99,7 +105,8 @@ impl RuleSet {
                 .collect(),
         };
         // Names code emits (symbols.toml) and list symbols may be rescored in rule files too.
-        let known: std::collections::HashSet<String> = symbols.names().map(str::to_string).collect();
+        let known: std::collections::HashSet<String> =
+            symbols.names().map(str::to_string).collect();
         let rules = engine::compile(&sources, &known).map_err(RulesError::Rules)?;
         symbols.apply_overrides(&rules.symbol_scores);
         Ok(RuleSet {

@@ -35,9 +35,10 @@ pub struct SymbolTable {
 }
 
 impl SymbolTable {
-    /// Loads `DIR/symbols.toml`, or the built-in table when `dir` is `None`.
+    /// Loads `DIR/symbols.toml`, or the built-in table when `dir` is `None` or has no
+    /// symbols.toml (scores can still be overridden in the rule files' `[score]` tables).
     pub fn load(dir: Option<&Path>) -> Result<SymbolTable, RulesError> {
-        match dir {
+        match dir.filter(|d| d.join("symbols.toml").is_file()) {
             Some(dir) => {
                 let path = dir.join("symbols.toml");
                 let label = path.display().to_string();
