@@ -40,6 +40,7 @@ fn main() {
         rcpt: vec!["bob@rcpt.test".into()],
         file: Some(file.clone()),
         json: true,
+        explain: false,
     };
     // Warm up, and make sure the message really authenticates.
     let first = rt.block_on(run(&args)).expect("check runs");

@@ -33,6 +33,12 @@ enum Commands {
         #[arg(long, value_name = "HOST:PORT")]
         dns: Option<SocketAddr>,
     },
+    /// Validate the config and every rule file; exit 0 when clean, 1 when problems were found.
+    Lint {
+        /// Config file.
+        #[arg(long, short, default_value = "config/moat.toml")]
+        config: PathBuf,
+    },
     /// Score one message offline with the same pipeline as `serve`.
     ///
     /// Exit code 0: accept or add_header; 1: tempfail or reject; 2: usage or input error.
@@ -58,6 +64,9 @@ enum Commands {
         /// Print a JSON object instead of the report (schema in the README).
         #[arg(long)]
         json: bool,
+        /// Show why each symbol fired: the text a rule matched, the list that answered.
+        #[arg(long)]
+        explain: bool,
         /// The message file; `-` or nothing reads standard input.
         file: Option<PathBuf>,
     },
@@ -72,6 +81,11 @@ fn main() -> ExitCode {
             upstream,
             dns,
         } => serve(config, listen, upstream, dns),
+        Commands::Lint { config } => {
+            let report = moat::cli::lint::run(&config);
+            print!("{}", report.output);
+            ExitCode::from(report.exit_code)
+        }
         Commands::Check {
             config,
             dns,
@@ -80,6 +94,7 @@ fn main() -> ExitCode {
             mail_from,
             rcpt,
             json,
+            explain,
             file,
         } => check(moat::cli::check::CheckArgs {
             config,
@@ -90,6 +105,7 @@ fn main() -> ExitCode {
             rcpt,
             file,
             json,
+            explain,
         }),
     }
 }

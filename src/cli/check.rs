@@ -32,6 +32,8 @@ pub struct CheckArgs {
     pub file: Option<PathBuf>,
     /// Print JSON instead of the report.
     pub json: bool,
+    /// In the report, show for each symbol why it fired (the matched text of rules).
+    pub explain: bool,
 }
 
 /// The result: what to print and the exit code (0 accept/add_header, 1 tempfail/reject).
@@ -204,6 +206,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
             &header_block,
             &skipped,
             &config,
+            args.explain,
         )
     };
     Ok(CheckReport { output, exit_code })
@@ -301,6 +304,7 @@ fn text_report(
     header_block: &str,
     skipped: &[&str],
     config: &Config,
+    explain: bool,
 ) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -328,8 +332,8 @@ fn text_report(
             s.stage.as_str(),
             s.description
         );
-        if let Some(d) = &s.detail {
-            let _ = writeln!(out, "          {:<26} {d}", "");
+        if let (true, Some(d)) = (explain, &s.detail) {
+            let _ = writeln!(out, "          {:<26} why: {d}", "");
         }
     }
     if card.symbols.is_empty() {

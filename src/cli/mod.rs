@@ -1,3 +1,4 @@
 //! The offline commands: the same pipeline and verdict as `serve`, without sockets to clients.
 
 pub mod check;
+pub mod lint;

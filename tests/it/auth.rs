@@ -25,6 +25,7 @@ fn args(dns: SocketAddr, file: PathBuf) -> CheckArgs {
         rcpt: Vec::new(),
         file: Some(file),
         json: true,
+        explain: false,
     }
 }
 

@@ -41,6 +41,7 @@ async fn check(
         rcpt: vec!["bob@rcpt.test".into()],
         file: Some(file),
         json: true,
+        explain: false,
     };
     serde_json::from_str(&run(&args).await.expect("check").output).unwrap()
 }
