@@ -264,11 +264,22 @@ impl Default for DnsConfig {
 }
 
 /// `[rules]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Directory with `symbols.toml` and the rule files; unset means the built-in defaults.
     pub dir: Option<PathBuf>,
+    /// How often the directory is checked for changes (a change reloads the rules).
+    pub watch_interval: ConfigDuration,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            dir: None,
+            watch_interval: ConfigDuration::secs(2),
+        }
+    }
 }
 
 /// `[verdict]`: score thresholds, reply texts, shadow mode.

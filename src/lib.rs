@@ -18,6 +18,7 @@ pub mod headers;
 pub mod listener;
 pub mod message;
 pub mod pipeline;
+pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod session;

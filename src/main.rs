@@ -216,6 +216,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("start-up failed")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing SIGHUP handler")?;
+    let rules = server.rules().clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading rules");
+            rules.request_reload();
+        }
+    });
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; tracing::info!("SIGINT: shutting down") }

@@ -52,6 +52,7 @@ pub fn build_pipeline(config: &Config, hostname: &str) -> Result<Pipeline, Start
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    rules: Arc<crate::reload::Rules>,
     shutdown: Shutdown,
     grace: Duration,
     upstream: Arc<UpstreamSettings>,
@@ -103,12 +104,12 @@ impl Server {
                 tracing::warn!(upstream = %upstream.address, error = %e, "upstream not reachable at start-up; will retry per transaction")
             }
         }
-        let pipeline = Arc::new(build_pipeline(config, &hostname)?);
+        let rules = crate::reload::Rules::new(build_pipeline(config, &hostname)?);
         let shared = Arc::new(SessionShared::new(
             config,
             server_tls,
             upstream.clone(),
-            pipeline,
+            rules.clone(),
         ));
         let addrs: Vec<SocketAddr> = config
             .server
@@ -141,12 +142,25 @@ impl Server {
                 guard,
             ));
         }
+        tokio::spawn(crate::reload::run(
+            rules.clone(),
+            config.clone(),
+            hostname.clone(),
+            config.rules.watch_interval.0,
+            shutdown.subscribe(),
+        ));
         Ok(Server {
             addrs: bound,
+            rules,
             shutdown,
             grace: config.server.shutdown_grace.0,
             upstream,
         })
+    }
+
+    /// The running ruleset and its reload counters; `reload()` asks for a reload (SIGHUP).
+    pub fn rules(&self) -> &Arc<crate::reload::Rules> {
+        &self.rules
     }
 
     /// The addresses actually bound (useful with port 0).

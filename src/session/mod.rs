@@ -46,8 +46,8 @@ pub struct SessionShared {
     pub upstream: Arc<UpstreamSettings>,
     /// When to open the upstream session.
     pub connect_at: ConnectAt,
-    /// The checks.
-    pub pipeline: Arc<Pipeline>,
+    /// The checks, swapped on reload; each session keeps the one it started with.
+    pub rules: Arc<crate::reload::Rules>,
     /// Thresholds, reply texts, shadow mode.
     pub verdict: VerdictConfig,
     /// The authserv-id of Authentication-Results (and of forged ones to remove).
@@ -62,7 +62,7 @@ impl SessionShared {
         config: &Config,
         tls: Option<tokio_rustls::TlsAcceptor>,
         upstream: Arc<UpstreamSettings>,
-        pipeline: Arc<Pipeline>,
+        rules: Arc<crate::reload::Rules>,
     ) -> Self {
         SessionShared {
             hostname: config.hostname(),
@@ -70,7 +70,7 @@ impl SessionShared {
             tls,
             upstream,
             connect_at: config.upstream.connect_at,
-            pipeline,
+            rules,
             verdict: config.verdict.clone(),
             authserv_id: config.authserv_id(),
             received: config.headers.received,
@@ -105,6 +105,8 @@ struct BdatTransfer {
 /// One client session.
 pub struct Session {
     id: u64,
+    /// The ruleset this session started with (a reload does not change it mid-session).
+    pipeline: Arc<Pipeline>,
     conn: Conn,
     shared: Arc<SessionShared>,
     state: SessionState,
@@ -147,6 +149,7 @@ impl Session {
         );
         Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            pipeline: shared.rules.current(),
             conn: Conn::new(Stream::Plain(tcp), shared.limits.max_command_line),
             state: SessionState::default(),
             envelope: Envelope::new(peer, local),
@@ -780,7 +783,7 @@ impl Session {
         recipient: Option<&str>,
         message: Option<MessageInput<'_>>,
     ) -> Vec<Symbol> {
-        if self.shared.pipeline.is_empty_at(stage) {
+        if self.pipeline.is_empty_at(stage) {
             return Vec::new();
         }
         let input = StageInput {
@@ -789,11 +792,7 @@ impl Session {
             recipient,
             message,
         };
-        self.shared
-            .pipeline
-            .run(input, &mut self.facts)
-            .await
-            .symbols
+        self.pipeline.run(input, &mut self.facts).await.symbols
     }
 
     /// The reply refusing the command at `stage`, if the verdict refuses and shadow mode is

@@ -68,6 +68,11 @@ impl Moat {
         }
     }
 
+    /// The running server (reload counters and the like).
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
     /// A connected client that has read the greeting.
     pub async fn client(&self) -> Client {
         Client::connect(self.addr).await
