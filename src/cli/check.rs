@@ -202,7 +202,6 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
             &v,
             &card,
             &facts,
-            config.verdict.add_header,
             &header_block,
             &skipped,
             &config,
@@ -300,12 +299,12 @@ fn text_report(
     v: &verdict::Verdict,
     card: &ScoreCard,
     facts: &AuthFacts,
-    required: f64,
     header_block: &str,
     skipped: &[&str],
     config: &Config,
     explain: bool,
 ) -> String {
+    let required = config.verdict.add_header;
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
