@@ -40,6 +40,23 @@ fn fill(text: &str, score: f64) -> String {
 /// connect a refusal is a 554 (RFC 5321 3.1), later a 550.
 pub fn decide(card: &ScoreCard, config: &VerdictConfig, stage: Stage) -> Verdict {
     let score = card.total();
+    // An admin's list entry decides alone: deny over allow, both over everything else.
+    let absolute = |a: Action| {
+        card.symbols.iter().find(|s| {
+            s.forced
+                .as_ref()
+                .is_some_and(|f| f.absolute && f.action == a)
+        })
+    };
+    if let Some(s) = absolute(Action::Reject).or_else(|| absolute(Action::Accept)) {
+        let f = s.forced.as_ref();
+        return Verdict {
+            action: f.map(|f| f.action).unwrap_or(Action::Accept),
+            reply: f.and_then(|f| f.reply.clone()),
+            score,
+            forced_by: Some(s.name.clone()),
+        };
+    }
     let by_score = if score >= config.reject {
         Action::Reject
     } else if stage != Stage::Data {
@@ -151,6 +168,34 @@ mod tests {
     #[test]
     fn forced_actions_win_over_a_milder_score() {
         let cfg = VerdictConfig::default();
+        let allowed = sym("ALLOWLIST_IP", 0.0).absolute(Action::Accept, None);
+        let dmarc = sym("DMARC_POLICY_REJECT", 1.0).forcing(Action::Reject, None);
+        let v = decide(
+            &ScoreCard {
+                symbols: vec![dmarc, allowed.clone(), sym("BIG", 50.0)],
+            },
+            &cfg,
+            Stage::Data,
+        );
+        assert_eq!(
+            v.action,
+            Action::Accept,
+            "an allow entry beats scores and forced actions"
+        );
+        let denied =
+            sym("DENYLIST_SENDER", 0.0).absolute(Action::Reject, Some(reply::DENIED.reply()));
+        let v = decide(
+            &ScoreCard {
+                symbols: vec![allowed, denied],
+            },
+            &cfg,
+            Stage::Data,
+        );
+        assert_eq!(
+            (v.action, v.reply.unwrap().code),
+            (Action::Reject, 550),
+            "deny beats allow"
+        );
         let forced = sym("DMARC_POLICY_REJECT", 1.0).forcing(
             Action::Reject,
             Some(reply::DMARC_REJECT.with_detail("example.com")),

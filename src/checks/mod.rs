@@ -7,6 +7,7 @@ pub mod content;
 pub mod dkim;
 pub mod dmarc;
 pub mod dnsbl;
+pub mod lists;
 pub mod rdns;
 pub mod rules;
 pub mod spf;
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::dns::Dns;
 use crate::pipeline::Check;
 use crate::rules::dnsbl::ListKind;
+use crate::rules::lists::ListTarget;
 use crate::rules::RuleSet;
 use std::sync::Arc;
 
@@ -27,6 +29,7 @@ pub fn emitted_symbols() -> Vec<&'static str> {
         arc::SYMBOLS,
         dmarc::SYMBOLS,
         content::SYMBOLS,
+        lists::SYMBOLS,
     ]
     .concat()
 }
@@ -35,6 +38,16 @@ pub fn emitted_symbols() -> Vec<&'static str> {
 pub fn build(config: &Config, rules: &RuleSet, dns: &Dns) -> Vec<Arc<dyn Check>> {
     let table = &rules.symbols;
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
+    for target in [
+        ListTarget::Ip,
+        ListTarget::Helo,
+        ListTarget::Sender,
+        ListTarget::Rcpt,
+    ] {
+        if let Some(c) = lists::ListCheck::new(target, &rules.lists, table) {
+            checks.push(Arc::new(c));
+        }
+    }
     if let Some(c) = rules::Rules::new(rules.rules.clone()) {
         checks.push(Arc::new(c));
         checks.push(Arc::new(content::Content::new(table.clone())));

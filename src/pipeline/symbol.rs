@@ -38,6 +38,8 @@ pub struct Forced {
     pub action: Action,
     /// The reply for tempfail/reject (RFC 7372 codes where they apply).
     pub reply: Option<Reply>,
+    /// An admin's allow or deny list entry: decides alone, over scores and other checks.
+    pub absolute: bool,
 }
 
 /// One finding of a check, e.g. `SPF_FAIL` with score 3.0.
@@ -75,7 +77,21 @@ impl Symbol {
 
     /// The same symbol forcing an action.
     pub fn forcing(mut self, action: Action, reply: Option<Reply>) -> Symbol {
-        self.forced = Some(Forced { action, reply });
+        self.forced = Some(Forced {
+            action,
+            reply,
+            absolute: false,
+        });
+        self
+    }
+
+    /// The same symbol deciding the transaction alone (allow and deny lists).
+    pub fn absolute(mut self, action: Action, reply: Option<Reply>) -> Symbol {
+        self.forced = Some(Forced {
+            action,
+            reply,
+            absolute: true,
+        });
         self
     }
 }
@@ -97,6 +113,18 @@ impl ScoreCard {
     pub fn total(&self) -> f64 {
         // fold from +0.0: an empty card must print as 0, not -0 (f64's Sum starts at -0.0).
         self.symbols.iter().fold(0.0, |acc, s| acc + s.score)
+    }
+
+    /// True when an allow-list entry accepted the transaction (and no deny entry refused it).
+    pub fn allowed(&self) -> bool {
+        let abs = |a: Action| {
+            self.symbols.iter().any(|s| {
+                s.forced
+                    .as_ref()
+                    .is_some_and(|f| f.absolute && f.action == a)
+            })
+        };
+        abs(Action::Accept) && !abs(Action::Reject)
     }
 
     /// The names, for logs and X-Spam-Status.

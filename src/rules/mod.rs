@@ -3,6 +3,7 @@
 
 pub mod dnsbl;
 pub mod engine;
+pub mod lists;
 pub mod meta;
 pub mod symbols;
 
@@ -70,6 +71,8 @@ pub struct RuleSet {
     pub dnsbl: Vec<DnsList>,
     /// The content rules, compiled.
     pub rules: Arc<engine::CompiledRules>,
+    /// The allow and deny lists.
+    pub lists: Arc<lists::Lists>,
 }
 
 impl RuleSet {
@@ -109,10 +112,15 @@ impl RuleSet {
             symbols.names().map(str::to_string).collect();
         let rules = engine::compile(&sources, &known).map_err(RulesError::Rules)?;
         symbols.apply_overrides(&rules.symbol_scores);
+        let lists = match dir {
+            Some(dir) => lists::load(dir)?,
+            None => lists::Lists::default(),
+        };
         Ok(RuleSet {
             symbols: Arc::new(symbols),
             dnsbl,
             rules: Arc::new(rules),
+            lists: Arc::new(lists),
         })
     }
 }

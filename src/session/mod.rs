@@ -786,6 +786,22 @@ impl Session {
         if self.pipeline.is_empty_at(stage) {
             return Vec::new();
         }
+        // An allow-list entry short-circuits the remaining checks of the session (IP, HELO) or
+        // the transaction (sender, recipient); the verdict accepts whatever they would say.
+        let allowed = self.card.allowed()
+            || self.session_symbols.iter().any(|s| {
+                s.forced
+                    .as_ref()
+                    .is_some_and(|f| f.absolute && f.action == crate::pipeline::Action::Accept)
+            });
+        if allowed && stage != Stage::Connect {
+            tracing::debug!(
+                session = self.id,
+                stage = stage.as_str(),
+                "allow-listed; checks skipped"
+            );
+            return Vec::new();
+        }
         let input = StageInput {
             stage,
             envelope: &self.envelope,

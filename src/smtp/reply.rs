@@ -284,6 +284,10 @@ pub const RDNS_REJECT: ReplyConst = Reply::fixed(
     e(5, 7, 25),
     "Reverse DNS validation failed: your address has no PTR name that resolves back to it",
 );
+/// 554 at connect for a client on the deny list.
+pub const DENIED_CONNECT: ReplyConst = Reply::fixed(554, e(5, 7, 1), "Access denied");
+/// 550 for a HELO, sender or recipient on a deny list.
+pub const DENIED: ReplyConst = Reply::fixed(550, e(5, 7, 1), "Access denied");
 /// 451 when DNS failed during sender authentication (RFC 7208 8.6: 4.4.3).
 pub const AUTH_DNS_TEMPFAIL: ReplyConst = Reply::fixed(
     451,

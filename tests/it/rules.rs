@@ -168,3 +168,59 @@ fn meta_cycles_are_reported() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("meta rules form a cycle: A -> B -> A"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_and_deny_lists() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules-lists");
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(move |c| c.rules.dir = Some(dir))
+        .start()
+        .await;
+    // Denied client: 554 at connect.
+    let c = crate::support::Client::connect_from(moat.addr, "127.0.0.2").await;
+    assert_eq!(
+        (c.greeting.code, c.greeting.enhanced()),
+        (554, Some("5.7.1")),
+        "{:?}",
+        c.greeting
+    );
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    // Denied senders (address and subdomain entry): 550 at MAIL, the upstream never hears.
+    for s in ["spammer@example.test", "x@mail.blocked.example"] {
+        let r = c.cmd(&format!("MAIL FROM:<{s}>")).await;
+        assert_eq!((r.code, r.enhanced()), (550, Some("5.7.1")), "{s}: {r:?}");
+    }
+    // Denied recipient: only that RCPT is refused.
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<former-employee@rcpt.test>").await.code, 550);
+    assert_eq!(c.cmd("RCPT TO:<b@rcpt.test>").await.code, 250);
+    assert_eq!(c.cmd("RSET").await.code, 250);
+    // Allowed sender: GTUBE passes (the allow list decides alone).
+    let gtube = crlf("From: a@partner.example\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
+    let r = c
+        .send_message("a@partner.example", &["b@rcpt.test"], &gtube)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    // Allowed client: also passes, and its checks were skipped.
+    let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.3").await;
+    c.ehlo().await;
+    let r = c
+        .send_message("a@example.test", &["b@rcpt.test"], &gtube)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = String::from_utf8(sink.messages()[1].body.clone()).unwrap();
+    let status = got
+        .split("X-Spam-Status:")
+        .nth(1)
+        .unwrap()
+        .split("\r\n\r\n")
+        .next()
+        .unwrap();
+    assert!(
+        status.contains("ALLOWLIST_IP") && !status.contains("GTUBE"),
+        "{got}"
+    );
+}
