@@ -5,6 +5,9 @@
 //!
 //!     cargo bench --ignore-rust-version --bench check
 //!
+//! It also times the content-rules scan alone on the same message, the MIME parse, and the
+//! ruleset load and regex compile that every `moat check` process (and every reload) pays.
+//!
 //! A benchmark, not a test: the numbers depend on the machine and its load.
 
 #[path = "../tests/it/support/dns.rs"]
@@ -93,6 +96,50 @@ fn main() {
         .collect();
     let (pmedian, pp90) = stats(proc_samples);
 
+    // The content rules alone: one scan of the shipped ruleset over the same message.
+    let rules = moat::rules::RuleSet::load(Some(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules"
+    ))))
+    .expect("rules load");
+    let raw = std::fs::read(&file).expect("fixture");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&raw[..])
+        .expect("parses");
+    let view = moat::rules::engine::View {
+        parsed: &parsed,
+        raw: &raw,
+        helo: "mx.signed.test",
+        sender: "alice@signed.test",
+        recipients: &["bob@rcpt.test".to_string()],
+        client_name: "",
+    };
+    let scan_runs = 300;
+    let scans: Vec<Duration> = (0..scan_runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(rules.rules.evaluate(&view));
+            t.elapsed()
+        })
+        .collect();
+    let (smedian, sp90) = stats(scans);
+    let parses: Vec<Duration> = (0..scan_runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(mail_parser::MessageParser::default().parse(&raw[..]));
+            t.elapsed()
+        })
+        .collect();
+    let (pmed, pp) = stats(parses);
+    let loads: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(moat::rules::RuleSet::load(None).expect("rules"));
+            t.elapsed()
+        })
+        .collect();
+    let (lmed, lp) = stats(loads);
+
     println!("moat check on a {size}-octet DKIM-signed message (SPF+DKIM+ARC+DMARC, loopback DNS)");
     println!(
         "{:<34} {:>6} {:>12} {:>12}",
@@ -105,5 +152,20 @@ fn main() {
     println!(
         "{:<34} {:>6} {:>12.3?} {:>12.3?}",
         "whole process (moat check ...)", proc_runs, pmedian, pp90
+    );
+    println!(
+        "{:<34} {:>6} {:>12.3?} {:>12.3?}",
+        format!("rules scan only ({} rules)", rules.rules.len()),
+        scan_runs,
+        smedian,
+        sp90
+    );
+    println!(
+        "{:<34} {:>6} {:>12.3?} {:>12.3?}",
+        "MIME parse only (mail-parser)", scan_runs, pmed, pp
+    );
+    println!(
+        "{:<34} {:>6} {:>12.3?} {:>12.3?}",
+        "ruleset load + compile", 20, lmed, lp
     );
 }

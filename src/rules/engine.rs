@@ -875,6 +875,19 @@ score = 9.0
     }
 
     #[test]
+    fn rawbody_and_attachment_kinds() {
+        let rules = compile_ok(
+            "[rule.RAW_B64]\nkind = \"rawbody\"\nregex = 'aGVsbG8g'\nscore = 1.0\n\
+             [rule.ATT_EXE]\nkind = \"attachment\"\nregex = '(?i)\\.exe$'\nscore = 5.0\n\
+             [rule.BODY_HELLO]\nkind = \"body\"\nregex = 'hello world'\nscore = 1.0\n",
+        );
+        let msg = "From: a@b.test\nSubject: x\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\nContent-Transfer-Encoding: base64\n\naGVsbG8gd29ybGQ=\n--b\nContent-Type: application/octet-stream; name=\"=?utf-8?q?invoice=2Epdf=2Eexe?=\"\nContent-Disposition: attachment; filename=\"=?utf-8?q?invoice=2Epdf=2Eexe?=\"\n\nTVqQ\n--b--\n";
+        // The raw body keeps the base64; the body kind sees it decoded; the attachment name is
+        // decoded from RFC 2047.
+        assert_eq!(eval(&rules, msg), vec!["ATT_EXE", "BODY_HELLO", "RAW_B64"]);
+    }
+
+    #[test]
     fn overrides_and_disabling() {
         let local = "[score]\nSUBJ_CAPS = 4.0\nSPF_FAIL = 9.0\ndisabled = [\"FULL_X\"]\n";
         let symbols: HashSet<String> = ["SPF_FAIL".to_string()].into();
