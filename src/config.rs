@@ -250,6 +250,9 @@ pub struct DnsConfig {
     pub attempts: usize,
     /// Answers kept in the resolver's cache.
     pub cache_size: u64,
+    /// Longest wait for one blocklist answer; a list that is slower scores nothing. Kept short
+    /// because the connect stage (and so the greeting) waits for the IP lists.
+    pub list_timeout: ConfigDuration,
 }
 
 impl Default for DnsConfig {
@@ -259,6 +262,7 @@ impl Default for DnsConfig {
             timeout: ConfigDuration::secs(5),
             attempts: 2,
             cache_size: 4096,
+            list_timeout: ConfigDuration::secs(2),
         }
     }
 }

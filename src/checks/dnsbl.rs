@@ -21,17 +21,36 @@ pub struct Dnsbl {
     kind: ListKind,
     lists: Vec<DnsList>,
     dns: Dns,
+    timeout: std::time::Duration,
 }
 
 impl Dnsbl {
     /// A check for the lists of `kind` (none: no check is built).
-    pub fn new(kind: ListKind, all: &[DnsList], dns: Dns) -> Option<Self> {
+    pub fn new(
+        kind: ListKind,
+        all: &[DnsList],
+        dns: Dns,
+        timeout: std::time::Duration,
+    ) -> Option<Self> {
         let lists: Vec<DnsList> = all
             .iter()
             .filter(|l| l.kinds.contains(&kind))
             .cloned()
             .collect();
-        (!lists.is_empty()).then_some(Dnsbl { kind, lists, dns })
+        (!lists.is_empty()).then_some(Dnsbl {
+            kind,
+            lists,
+            dns,
+            timeout,
+        })
+    }
+
+    /// One blocklist query, bounded by the list timeout.
+    async fn lookup(&self, name: &str) -> Lookup {
+        match tokio::time::timeout(self.timeout, self.dns.a_records(name)).await {
+            Ok(answer) => answer,
+            Err(_) => Lookup::Failed(format!("no answer within {:?}", self.timeout)),
+        }
     }
 
     /// The names to look up for this kind in this context.
@@ -129,10 +148,9 @@ impl Check for Dnsbl {
                     }
                 }
             }
-            let answers = futures_util::future::join_all(
-                queries.iter().map(|(_, _, q)| self.dns.a_records(q)),
-            )
-            .await;
+            let answers =
+                futures_util::future::join_all(queries.iter().map(|(_, _, q)| self.lookup(q)))
+                    .await;
             // Symbol name -> (score, description, subjects), so a URL domain listed twice scores once.
             let mut hits: BTreeMap<String, (f64, String, Vec<String>)> = BTreeMap::new();
             for ((list, subject, query), answer) in queries.iter().zip(answers) {

@@ -59,7 +59,9 @@ pub fn build(config: &Config, rules: &RuleSet, dns: &Dns) -> Vec<Arc<dyn Check>>
         ListKind::From,
         ListKind::Uri,
     ] {
-        if let Some(c) = dnsbl::Dnsbl::new(kind, &rules.dnsbl, dns.clone()) {
+        if let Some(c) =
+            dnsbl::Dnsbl::new(kind, &rules.dnsbl, dns.clone(), config.dns.list_timeout.0)
+        {
             checks.push(Arc::new(c));
         }
     }
