@@ -20,17 +20,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn crlf(raw: Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    for (i, &b) in raw.iter().enumerate() {
-        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
-}
-
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
@@ -96,7 +85,7 @@ fn main() {
             let mut tally = Tally::default();
             for f in files(&dir) {
                 let Ok(raw) = std::fs::read(&f) else { continue };
-                let raw = crlf(raw);
+                let raw = moat::cli::check::to_crlf(raw);
                 let Some(parsed) = mail_parser::MessageParser::default().parse(&raw[..]) else {
                     continue;
                 };

@@ -647,7 +647,7 @@ fn system_hostname() -> String {
 }
 
 /// toml's error with the line number, so the admin sees where it is.
-fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+pub(crate) fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     let msg = e.message().trim().to_string();
     match e.span() {
         Some(span) => {

@@ -63,7 +63,7 @@ pub fn load_config(args: &CheckArgs) -> anyhow::Result<Config> {
 }
 
 /// SMTP line ends: files from disk often have bare LF, which DKIM would hash differently.
-fn to_crlf(raw: Vec<u8>) -> Vec<u8> {
+pub fn to_crlf(raw: Vec<u8>) -> Vec<u8> {
     if !raw
         .iter()
         .enumerate()

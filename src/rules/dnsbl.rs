@@ -162,16 +162,8 @@ pub fn parse(text: &str, label: &str) -> Result<Vec<DnsList>, RulesError> {
         path: label.to_string(),
         message,
     };
-    let file: File = toml::from_str(text).map_err(|e| {
-        parse_err(match e.span() {
-            Some(span) => format!(
-                "line {}: {}",
-                text[..span.start.min(text.len())].matches('\n').count() + 1,
-                e.message().trim()
-            ),
-            None => e.message().trim().to_string(),
-        })
-    })?;
+    let file: File = toml::from_str(text)
+        .map_err(|e| parse_err(crate::config::describe_toml_error(&e, text)))?;
     let mut lists = Vec::new();
     for (name, def) in file.list {
         let key = format!("list.{name}");

@@ -56,14 +56,7 @@ impl SymbolTable {
     pub fn parse(text: &str, label: &str) -> Result<SymbolTable, RulesError> {
         let file: File = toml::from_str(text).map_err(|e| RulesError::Parse {
             path: label.to_string(),
-            message: match e.span() {
-                Some(span) => format!(
-                    "line {}: {}",
-                    text[..span.start.min(text.len())].matches('\n').count() + 1,
-                    e.message().trim()
-                ),
-                None => e.message().trim().to_string(),
-            },
+            message: crate::config::describe_toml_error(&e, text),
         })?;
         for (name, def) in &file.symbol {
             if !def.score.is_finite() {
