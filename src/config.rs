@@ -58,6 +58,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Headers moat adds to accepted messages.
     pub headers: HeadersConfig,
+    /// The Prometheus and health endpoint.
+    pub metrics: MetricsConfig,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -369,6 +371,22 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[metrics]`: the HTTP endpoint for /metrics, /healthz and /readyz.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// IP:port to serve on; an empty string turns the endpoint off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9925".into(),
+        }
+    }
+}
+
 /// `[headers]`: what moat adds to messages it passes on.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -590,6 +608,15 @@ impl Config {
             if !dir.is_dir() {
                 bad("rules.dir", format!("{} is not a directory", dir.display()));
             }
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            bad(
+                "metrics.listen",
+                format!(
+                    "{:?} is not IP:port (or \"\" to turn the endpoint off)",
+                    self.metrics.listen
+                ),
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad(

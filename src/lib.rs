@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod headers;
 pub mod listener;
 pub mod message;
+pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod rules;

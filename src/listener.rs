@@ -97,15 +97,23 @@ pub async fn accept_loop(
         let local = tcp.local_addr().ok().or(local).unwrap_or(peer);
         match limits.admit(peer.ip()) {
             Ok(admission) => {
+                let m = &crate::metrics::METRICS;
+                m.sessions.with_label_values(&["accepted"]).inc();
+                m.sessions_active.inc();
                 let session = Session::new(tcp, peer, local, shared.clone(), shutdown.clone());
                 let guard = drain.clone();
                 tokio::spawn(async move {
                     session.run().await;
+                    crate::metrics::METRICS.sessions_active.dec();
                     drop(admission);
                     drop(guard);
                 });
             }
             Err(r) => {
+                crate::metrics::METRICS
+                    .sessions
+                    .with_label_values(&["refused_limit"])
+                    .inc();
                 tracing::info!(client = %peer, reply = %r.reply(), "connection refused by limit");
                 tokio::spawn(refuse(tcp, r));
             }

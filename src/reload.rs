@@ -141,6 +141,10 @@ pub async fn run(
             Ok(p) => {
                 rules.swap(p);
                 rules.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::METRICS
+                    .reloads
+                    .with_label_values(&["ok"])
+                    .inc();
                 if let Ok(mut g) = rules.last_error.lock() {
                     *g = None;
                 }
@@ -151,6 +155,10 @@ pub async fn run(
             }
             Err(e) => {
                 rules.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::METRICS
+                    .reloads
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::error!(error = %e, "rules reload failed; the previous rules stay in force");
                 if let Ok(mut g) = rules.last_error.lock() {
                     *g = Some(e);

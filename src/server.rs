@@ -52,6 +52,7 @@ pub fn build_pipeline(config: &Config, hostname: &str) -> Result<Pipeline, Start
 #[derive(Debug)]
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     rules: Arc<crate::reload::Rules>,
     shutdown: Shutdown,
     grace: Duration,
@@ -96,7 +97,11 @@ impl Server {
         }
         // Learn what the upstream offers before the first client asks for EHLO; if it is down,
         // sessions start with the conservative offer and learn on their first connection.
-        match Upstream::probe(&upstream).await {
+        let probed = Upstream::probe(&upstream).await;
+        crate::metrics::READINESS
+            .upstream_ok
+            .store(probed.is_ok(), std::sync::atomic::Ordering::Relaxed);
+        match probed {
             Ok(caps) => {
                 tracing::info!(upstream = %upstream.address, ?caps, "upstream capabilities learned")
             }
@@ -142,6 +147,32 @@ impl Server {
                 guard,
             ));
         }
+        crate::metrics::READINESS
+            .listening
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::READINESS
+            .rules_loaded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let metrics_addr = if config.metrics.listen.is_empty() {
+            None
+        } else {
+            let addr: SocketAddr = config.metrics.listen.parse().map_err(|_| {
+                StartError::Config(format!(
+                    "metrics.listen: {:?} is not IP:port",
+                    config.metrics.listen
+                ))
+            })?;
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                StartError::Bind(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} for metrics: {e}"),
+                ))
+            })?;
+            let bound = l.local_addr().map_err(StartError::Bind)?;
+            tracing::info!(listen = %bound, "metrics and health endpoint");
+            tokio::spawn(crate::metrics::serve(l, shutdown.subscribe()));
+            Some(bound)
+        };
         tokio::spawn(crate::reload::run(
             rules.clone(),
             config.clone(),
@@ -151,6 +182,7 @@ impl Server {
         ));
         Ok(Server {
             addrs: bound,
+            metrics_addr,
             rules,
             shutdown,
             grace: config.server.shutdown_grace.0,
@@ -161,6 +193,11 @@ impl Server {
     /// The running ruleset and its reload counters; `reload()` asks for a reload (SIGHUP).
     pub fn rules(&self) -> &Arc<crate::reload::Rules> {
         &self.rules
+    }
+
+    /// The metrics endpoint's address, when on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The addresses actually bound (useful with port 0).

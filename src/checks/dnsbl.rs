@@ -155,11 +155,24 @@ impl Check for Dnsbl {
             let mut hits: BTreeMap<String, (f64, String, Vec<String>)> = BTreeMap::new();
             for ((list, subject, query), answer) in queries.iter().zip(answers) {
                 match answer {
-                    Lookup::NotFound => {}
+                    Lookup::NotFound => {
+                        crate::metrics::METRICS
+                            .dnsbl_lookups
+                            .with_label_values(&[&list.name, "not_listed"])
+                            .inc();
+                    }
                     Lookup::Failed(why) => {
+                        crate::metrics::METRICS
+                            .dnsbl_lookups
+                            .with_label_values(&[&list.name, "failed"])
+                            .inc();
                         tracing::info!(list = %list.name, query = %query, error = %why, "blocklist lookup failed; no score");
                     }
                     Lookup::Found(addrs) => {
+                        crate::metrics::METRICS
+                            .dnsbl_lookups
+                            .with_label_values(&[&list.name, "answered"])
+                            .inc();
                         for a in list.interpret(&addrs) {
                             match a {
                                 Answer::Listed(m) => {
@@ -173,6 +186,10 @@ impl Check for Dnsbl {
                                     }
                                 }
                                 Answer::ListError(code) => {
+                                    crate::metrics::METRICS
+                                        .dnsbl_blocked
+                                        .with_label_values(&[&list.name])
+                                        .inc();
                                     tracing::warn!(list = %list.name, %code, "blocklist refused the query (127.255.255.x); use a local resolver; no score");
                                 }
                                 Answer::Unknown(code) => {

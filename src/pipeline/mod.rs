@@ -217,7 +217,12 @@ impl Pipeline {
             return StageOutcome::default();
         }
         let runs = stage_checks.iter().map(|check| async move {
+            let started = std::time::Instant::now();
             let result = tokio::time::timeout(self.deadline, check.run(ctx)).await;
+            crate::metrics::METRICS
+                .check_duration
+                .with_label_values(&[check.name()])
+                .observe(started.elapsed().as_secs_f64());
             (check.name(), result)
         });
         let mut outcome = StageOutcome::default();

@@ -373,6 +373,10 @@ impl Session {
             Ok(Ok(tls)) => {
                 self.conn.set_stream(Stream::ServerTls(Box::new(tls)));
                 self.envelope.tls = self.conn.stream().tls_version();
+                crate::metrics::METRICS
+                    .tls_handshakes
+                    .with_label_values(&[self.envelope.tls.unwrap_or("unknown")])
+                    .inc();
                 // RFC 3207 4.2: discard all knowledge from before the handshake.
                 self.end_transaction(false).await;
                 self.drop_upstream().await;
@@ -383,6 +387,10 @@ impl Session {
                 Flow::Continue
             }
             Ok(Err(e)) => {
+                crate::metrics::METRICS
+                    .tls_handshakes
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::info!(session = self.id, client = %self.envelope.client, error = %e, "TLS handshake failed");
                 Flow::Close("TLS handshake failed")
             }
@@ -426,7 +434,7 @@ impl Session {
                 return Flow::Continue;
             }
             // Refused before the upstream ever hears of the transaction.
-            self.log_transaction(0, &r);
+            self.log_transaction(0, &r, Stage::Mail);
             self.conn.queue(&r);
             self.envelope.sender = None;
             self.transaction_started = None;
@@ -570,7 +578,7 @@ impl Session {
                     DataFault::LineTooLong => reply::DATA_LINE_TOO_LONG,
                 };
                 tracing::info!(session = self.id, client = %self.envelope.client, ?fault, size, "message refused");
-                self.log_transaction(size, &r.reply());
+                self.log_transaction(size, &r.reply(), Stage::Data);
                 self.conn.queue(&r.reply());
                 self.end_transaction(true).await;
                 return Flow::Continue;
@@ -582,7 +590,7 @@ impl Session {
                 .reply
                 .clone()
                 .unwrap_or_else(|| reply::LOCAL_ERROR.reply());
-            self.log_transaction(size, &r);
+            self.log_transaction(size, &r, Stage::Data);
             self.conn.queue(&r);
             self.end_transaction(true).await;
             return Flow::Continue;
@@ -597,25 +605,42 @@ impl Session {
         };
         let final_reply = match result {
             Ok(r) => {
+                count_upstream_reply(&r);
                 if r.code == 421 || !self.upstream.as_ref().is_some_and(Upstream::is_healthy) {
                     self.drop_upstream().await;
                 }
                 normalise(r)
             }
             Err(e) => {
+                crate::metrics::METRICS
+                    .upstream_errors
+                    .with_label_values(&[e.kind()])
+                    .inc();
                 tracing::warn!(session = self.id, client = %self.envelope.client, error = %e, kind = e.kind(),
                     "upstream failed during DATA; message not accepted");
                 self.drop_upstream().await;
                 reply::UPSTREAM_UNAVAILABLE.reply()
             }
         };
-        self.log_transaction(size, &final_reply);
+        self.log_transaction(size, &final_reply, Stage::Data);
         self.conn.queue(&final_reply);
         self.end_transaction(false).await;
         Flow::Continue
     }
 
-    fn log_transaction(&self, size: usize, r: &Reply) {
+    fn log_transaction(&self, size: usize, r: &Reply, stage: Stage) {
+        let action = match r.class() {
+            2 => "accept",
+            4 => "tempfail",
+            _ => "reject",
+        };
+        let m = &crate::metrics::METRICS;
+        m.transactions
+            .with_label_values(&[action, stage.as_str()])
+            .inc();
+        m.recipients
+            .with_label_values(&[action])
+            .inc_by(self.envelope.recipients.len() as u64);
         let duration = self
             .transaction_started
             .map(|t| t.elapsed())
@@ -743,6 +768,17 @@ impl Session {
     }
 
     fn upstream_failed(&mut self, e: &UpstreamError, stage: &'static str) {
+        crate::metrics::METRICS
+            .upstream_errors
+            .with_label_values(&[e.kind()])
+            .inc();
+        crate::metrics::READINESS.upstream_ok.store(
+            !matches!(
+                e,
+                UpstreamError::Connect { .. } | UpstreamError::Timeout { .. }
+            ),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !matches!(e, UpstreamError::NoXclient | UpstreamError::Connect { .. }) {
             tracing::warn!(session = self.id, client = %self.envelope.client, error = %e, kind = e.kind(), stage, "upstream failed");
         }
@@ -764,6 +800,7 @@ impl Session {
 
     /// Relays an upstream reply to the client.
     fn relay(&mut self, r: Reply) {
+        count_upstream_reply(&r);
         self.conn.queue(&normalise(r));
     }
 
@@ -819,6 +856,10 @@ impl Session {
             return None;
         }
         if self.shared.verdict.shadow {
+            crate::metrics::METRICS
+                .shadow_would_refuse
+                .with_label_values(&[v.action.as_str()])
+                .inc();
             tracing::info!(session = self.id, client = %self.envelope.client, stage = stage.as_str(),
                 action = v.action.as_str(), score = v.score, forced_by = v.forced_by.as_deref().unwrap_or(""),
                 "shadow mode: would refuse");
@@ -838,7 +879,17 @@ impl Session {
         let symbols = self.run_stage(Stage::Data, None, message).await;
         self.card.extend(symbols);
         let v = verdict::decide(&self.card, &self.shared.verdict, Stage::Data);
+        let m = &crate::metrics::METRICS;
+        m.messages_received.inc();
+        m.bytes_received.inc_by(body.len() as u64);
+        m.score.observe(v.score);
+        for s in &self.card.symbols {
+            m.rule_hits.with_label_values(&[&s.name]).inc();
+        }
         if v.refuses() && self.shared.verdict.shadow {
+            m.shadow_would_refuse
+                .with_label_values(&[v.action.as_str()])
+                .inc();
             tracing::info!(session = self.id, client = %self.envelope.client, stage = "data",
                 action = v.action.as_str(), score = v.score, forced_by = v.forced_by.as_deref().unwrap_or(""),
                 "shadow mode: would refuse");
@@ -877,6 +928,20 @@ impl Session {
         let stripped = headers::strip_forged(body, &self.shared.authserv_id);
         (v, prefix, stripped)
     }
+}
+
+/// Counts an upstream reply by class for the metrics.
+fn count_upstream_reply(r: &Reply) {
+    let class = match r.class() {
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    crate::metrics::METRICS
+        .upstream_replies
+        .with_label_values(&[class])
+        .inc();
 }
 
 /// The command line for MAIL/RCPT as relayed upstream: the client's path and parameters.

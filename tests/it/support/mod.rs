@@ -54,6 +54,8 @@ impl Moat {
         config.upstream.data_timeout = moat::config::ConfigDuration::secs(10);
         config.limits.command_timeout = moat::config::ConfigDuration::secs(20);
         config.limits.data_timeout = moat::config::ConfigDuration::secs(20);
+        // Many test moats share the process: no fixed metrics port.
+        config.metrics.listen = String::new();
         MoatBuilder {
             config,
             dns_set: false,
