@@ -96,6 +96,18 @@ impl Symbol {
     }
 }
 
+/// True when `symbols` hold an allow-list entry and no deny-list entry.
+pub fn allowed(symbols: &[Symbol]) -> bool {
+    let absolute = |a: Action| {
+        symbols.iter().any(|s| {
+            s.forced
+                .as_ref()
+                .is_some_and(|f| f.absolute && f.action == a)
+        })
+    };
+    absolute(Action::Accept) && !absolute(Action::Reject)
+}
+
 /// All symbols of a transaction so far.
 #[derive(Debug, Clone, Default)]
 pub struct ScoreCard {
@@ -117,14 +129,7 @@ impl ScoreCard {
 
     /// True when an allow-list entry accepted the transaction (and no deny entry refused it).
     pub fn allowed(&self) -> bool {
-        let abs = |a: Action| {
-            self.symbols.iter().any(|s| {
-                s.forced
-                    .as_ref()
-                    .is_some_and(|f| f.absolute && f.action == a)
-            })
-        };
-        abs(Action::Accept) && !abs(Action::Reject)
+        allowed(&self.symbols)
     }
 
     /// The names, for logs and X-Spam-Status.

@@ -825,12 +825,8 @@ impl Session {
         }
         // An allow-list entry short-circuits the remaining checks of the session (IP, HELO) or
         // the transaction (sender, recipient); the verdict accepts whatever they would say.
-        let allowed = self.card.allowed()
-            || self.session_symbols.iter().any(|s| {
-                s.forced
-                    .as_ref()
-                    .is_some_and(|f| f.absolute && f.action == crate::pipeline::Action::Accept)
-            });
+        let allowed =
+            self.card.allowed() || crate::pipeline::symbol::allowed(&self.session_symbols);
         if allowed && stage != Stage::Connect {
             tracing::debug!(
                 session = self.id,
