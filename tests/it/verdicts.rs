@@ -104,10 +104,7 @@ async fn early_refusal_at_mail_never_opens_the_upstream() {
     // SPF_FAIL (3.0) alone reaches this reject threshold at MAIL.
     let moat = Moat::builder()
         .upstream(&sink)
-        .with(|c| {
-            c.verdict.add_header = 2.0;
-            c.verdict.reject = 2.5;
-        })
+        .thresholds(2.0, 2.5)
         .start()
         .await;
     let connections = sink.connections();
@@ -323,10 +320,7 @@ async fn early_refusal_at_connect_is_554() {
     // RDNS_MISMATCH (1.0) reaches this reject threshold before the greeting.
     let moat = Moat::builder()
         .upstream(&sink)
-        .with(|c| {
-            c.verdict.add_header = 0.5;
-            c.verdict.reject = 0.9;
-        })
+        .thresholds(0.5, 0.9)
         .start()
         .await;
     let before = sink.connections();

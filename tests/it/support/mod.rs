@@ -95,6 +95,14 @@ impl MoatBuilder {
         self
     }
 
+    /// Sets the flag and reject thresholds (tests that make one symbol decisive).
+    pub fn thresholds(self, add_header: f64, reject: f64) -> Self {
+        self.with(move |c| {
+            c.verdict.add_header = add_header;
+            c.verdict.reject = reject;
+        })
+    }
+
     /// Offers STARTTLS with the test certificate.
     pub fn tls(self, certs: &certs::TestCerts) -> Self {
         let (cert, key) = (certs.cert.clone(), certs.key.clone());
