@@ -6,18 +6,14 @@
 //! mail-auth's outputs borrow the message; everything kept here is owned.
 
 use crate::dns::Dns;
+use crate::dns_meter::LookupMeter;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcOutput, DmarcResult, DnsCache,
-    IprevOutput, IprevResult, Negative, Parameters, RecordSet, ResolverCache, SpfOutput, SpfResult,
-    TxtRecord,
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcOutput, DmarcResult, IprevOutput,
+    IprevResult, Parameters, SpfOutput, SpfResult,
 };
-use std::borrow::Borrow;
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 /// An authentication result with the RFC 8601 names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,101 +154,18 @@ impl SpfFacts {
     }
 }
 
-/// RFC 7208 4.6.4: more than two void lookups (NXDOMAIN or an empty answer) make the
-/// evaluation a permerror. mail-auth 0.15 does not count them, so each evaluation gets this
-/// pass-through "cache": it never answers (so mail-auth's behaviour is unchanged) and counts
-/// the negative answers mail-auth stores in it (those that carry an SOA, as RFC 2308 answers
-/// from authoritative servers do). TXT is not counted: a missing include target is already a
-/// permerror and a missing record for the checked domain is `none`.
-#[derive(Default)]
-struct VoidCounter {
-    voids: AtomicUsize,
-}
-
-impl VoidCounter {
-    fn voids(&self) -> usize {
-        self.voids.load(Ordering::Relaxed)
-    }
-}
-
-impl<K, T> ResolverCache<K, Result<RecordSet<T>, Negative>> for VoidCounter {
-    fn get<Q>(&self, _name: &Q) -> Option<Result<RecordSet<T>, Negative>>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        None
-    }
-
-    fn remove<Q>(&self, _name: &Q) -> Option<Result<RecordSet<T>, Negative>>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        None
-    }
-
-    fn insert(&self, _key: K, value: Result<RecordSet<T>, Negative>, _valid_until: Instant) {
-        if value.is_err() {
-            self.voids.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl ResolverCache<Box<str>, TxtRecord> for VoidCounter {
-    fn get<Q>(&self, _name: &Q) -> Option<TxtRecord>
-    where
-        Box<str>: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        None
-    }
-
-    fn remove<Q>(&self, _name: &Q) -> Option<TxtRecord>
-    where
-        Box<str>: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        None
-    }
-
-    fn insert(&self, _key: Box<str>, _value: TxtRecord, _valid_until: Instant) {}
-}
-
-impl DnsCache for VoidCounter {
-    type Txt = Self;
-    type Mx = Self;
-    type Ipv4 = Self;
-    type Ipv6 = Self;
-    type Ptr = Self;
-
-    fn txt(&self) -> Option<&Self::Txt> {
-        Some(self)
-    }
-    fn mx(&self) -> Option<&Self::Mx> {
-        Some(self)
-    }
-    fn ipv4(&self) -> Option<&Self::Ipv4> {
-        Some(self)
-    }
-    fn ipv6(&self) -> Option<&Self::Ipv6> {
-        Some(self)
-    }
-    fn ptr(&self) -> Option<&Self::Ptr> {
-        Some(self)
-    }
-}
-
 /// One `check_host()` with the void-lookup limit applied on top of mail-auth.
 async fn check_host(dns: &Dns, params: SpfParameters<'_>) -> SpfOutput {
-    let counter = VoidCounter::default();
+    // RFC 7208 4.6.4: more than two void lookups (NXDOMAIN or an empty answer) make the
+    // evaluation a permerror; mail-auth 0.15 does not count them, the meter does.
+    let meter = LookupMeter::new("spf");
     let output = dns
         .authenticator()
-        .check_host(Parameters::new(params).with_cache(&counter))
+        .check_host(Parameters::new(params).with_cache(&meter))
         .await;
     let permanent =
         |domain: &str| SpfOutput::new(domain.to_string()).with_result(SpfResult::PermError);
-    if counter.voids() > 2 && output.result() != SpfResult::TempError {
+    if meter.voids() > 2 && output.result() != SpfResult::TempError {
         return permanent(output.domain());
     }
     if matches!(
@@ -423,7 +336,11 @@ pub struct IprevFacts {
 
 /// Checks the client's reverse DNS (PTR, then A/AAAA back to the address).
 pub async fn check_iprev(dns: &Dns, ip: IpAddr) -> IprevFacts {
-    let output = dns.authenticator().verify_iprev(ip).await;
+    let meter = LookupMeter::new("iprev");
+    let output = dns
+        .authenticator()
+        .verify_iprev(Parameters::new(ip).with_cache(&meter))
+        .await;
     let ptr: Vec<String> = output
         .ptr
         .as_ref()
@@ -538,20 +455,31 @@ pub async fn check_message(
     let spf = facts.spf.as_ref();
     let auth = dns.authenticator();
     let message = AuthenticatedMessage::from_parsed(parsed, raw, true);
-    let (dkim_out, arc_out) = tokio::join!(auth.verify_dkim(&message), auth.verify_arc(&message));
+    let (dkim_meter, arc_meter, dmarc_meter) = (
+        LookupMeter::new("dkim"),
+        LookupMeter::new("arc"),
+        LookupMeter::new("dmarc"),
+    );
+    let (dkim_out, arc_out) = tokio::join!(
+        auth.verify_dkim(Parameters::new(&message).with_cache(&dkim_meter)),
+        auth.verify_arc(Parameters::new(&message).with_cache(&arc_meter))
+    );
     let from = from_shape(parsed);
     let none_spf = SpfOutput::new(String::new()).with_result(SpfResult::None);
     let spf_out = spf.map(|s| &s.output).unwrap_or(&none_spf);
     // Several From headers must never let DMARC pass (a known evasion), so DMARC is not even
     // evaluated then; the dmarc check scores the shape instead.
     let dmarc_out = if from == FromShape::Single {
-        auth.verify_dmarc(DmarcParameters {
-            message: &message,
-            dkim_output: &dkim_out,
-            dkim2_output: None,
-            mail_from_domain: spf.map(|s| s.mail_from_domain()).unwrap_or(""),
-            spf_output: spf_out,
-        })
+        auth.verify_dmarc(
+            Parameters::new(DmarcParameters {
+                message: &message,
+                dkim_output: &dkim_out,
+                dkim2_output: None,
+                mail_from_domain: spf.map(|s| s.mail_from_domain()).unwrap_or(""),
+                spf_output: spf_out,
+            })
+            .with_cache(&dmarc_meter),
+        )
         .await
     } else {
         DmarcOutput::default()

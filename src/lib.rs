@@ -13,6 +13,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod dns_meter;
 pub mod envelope;
 pub mod headers;
 pub mod listener;

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// TLS handshakes with clients by `version`, and `failed`.
     pub tls_handshakes: IntCounterVec,
+    /// DNS lookups by `zone` (blocklist zone or check name), `type` and `result`.
+    pub dns_lookups: IntCounterVec,
+    /// DNS lookup latency by `zone` and `type`.
+    pub dns_duration: HistogramVec,
     /// 1, labelled with the loaded ruleset's hash.
     pub ruleset_info: IntGaugeVec,
 }
@@ -103,6 +107,19 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(score.clone()))
             .expect("registered once");
+        let dns_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "moat_dns_lookup_duration_seconds",
+                "Time one DNS lookup took, by zone and record type",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["zone", "type"],
+        )
+        .expect("valid");
+        r.register(Box::new(dns_duration.clone()))
+            .expect("registered once");
         let ruleset_info = IntGaugeVec::new(
             Opts::new("moat_ruleset_info", "The loaded ruleset (value 1)"),
             &["hash"],
@@ -127,8 +144,8 @@ impl Metrics {
             recipients: counter(
                 r,
                 "moat_recipients_total",
-                "Recipients by final action",
-                &["action"],
+                "Recipients by final action and deciding stage",
+                &["action", "stage"],
             ),
             upstream_replies: counter(
                 r,
@@ -182,6 +199,13 @@ impl Metrics {
                 "Client TLS handshakes by version",
                 &["version"],
             ),
+            dns_lookups: counter(
+                r,
+                "moat_dns_lookups_total",
+                "DNS lookups by zone (blocklist zone or check), record type and result",
+                &["zone", "type", "result"],
+            ),
+            dns_duration,
             ruleset_info,
             registry,
         }

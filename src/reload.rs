@@ -27,6 +27,7 @@ pub struct Rules {
 impl Rules {
     /// Starts with `pipeline`.
     pub fn new(pipeline: Pipeline) -> Arc<Self> {
+        publish_ruleset(pipeline.ruleset());
         Arc::new(Rules {
             current: RwLock::new(Arc::new(pipeline)),
             reloads_ok: AtomicU64::new(0),
@@ -65,12 +66,20 @@ impl Rules {
     }
 
     fn swap(&self, pipeline: Pipeline) {
+        publish_ruleset(pipeline.ruleset());
         let new = Arc::new(pipeline);
         match self.current.write() {
             Ok(mut g) => *g = new,
             Err(poisoned) => *poisoned.into_inner() = new,
         }
     }
+}
+
+/// Points `moat_ruleset_info` at the loaded ruleset (one series, value 1).
+fn publish_ruleset(digest: &str) {
+    let info = &crate::metrics::METRICS.ruleset_info;
+    info.reset();
+    info.with_label_values(&[digest]).set(1);
 }
 
 /// A cheap fingerprint of the rules directory: every file's name, size and mtime.
@@ -150,6 +159,7 @@ pub async fn run(
                 }
                 tracing::info!(
                     trigger = if manual { "signal" } else { "file change" },
+                    ruleset = %rules.current().ruleset(),
                     "rules reloaded"
                 );
             }

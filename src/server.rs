@@ -45,7 +45,7 @@ pub fn build_pipeline(config: &Config, hostname: &str) -> Result<Pipeline, Start
         authserv_id: config.authserv_id(),
     });
     let checks = crate::checks::build(config, &rules, &dns);
-    Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth))
+    Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth).with_ruleset(rules.digest))
 }
 
 /// A running moat.
@@ -110,6 +110,7 @@ impl Server {
             }
         }
         let rules = crate::reload::Rules::new(build_pipeline(config, &hostname)?);
+        tracing::info!(ruleset = %rules.current().ruleset(), dir = ?config.rules.dir, "rules loaded");
         let shared = Arc::new(SessionShared::new(
             config,
             server_tls,

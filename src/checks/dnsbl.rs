@@ -46,11 +46,19 @@ impl Dnsbl {
     }
 
     /// One blocklist query, bounded by the list timeout.
-    async fn lookup(&self, name: &str) -> Lookup {
-        match tokio::time::timeout(self.timeout, self.dns.a_records(name)).await {
+    async fn lookup(&self, name: &str, zone: &str) -> Lookup {
+        let started = std::time::Instant::now();
+        let answer = match tokio::time::timeout(self.timeout, self.dns.a_records(name)).await {
             Ok(answer) => answer,
             Err(_) => Lookup::Failed(format!("no answer within {:?}", self.timeout)),
-        }
+        };
+        let result = match answer {
+            Lookup::Found(_) => "found",
+            Lookup::NotFound => "not_found",
+            Lookup::Failed(_) => "failed",
+        };
+        crate::dns_meter::record(zone, "A", result, started);
+        answer
     }
 
     /// The names to look up for this kind in this context.
@@ -148,9 +156,10 @@ impl Check for Dnsbl {
                     }
                 }
             }
-            let answers =
-                futures_util::future::join_all(queries.iter().map(|(_, _, q)| self.lookup(q)))
-                    .await;
+            let answers = futures_util::future::join_all(
+                queries.iter().map(|(l, _, q)| self.lookup(q, &l.zone)),
+            )
+            .await;
             // Symbol name -> (score, description, subjects), so a URL domain listed twice scores once.
             let mut hits: BTreeMap<String, (f64, String, Vec<String>)> = BTreeMap::new();
             for ((list, subject, query), answer) in queries.iter().zip(answers) {

@@ -31,11 +31,12 @@ pub fn run(config_path: &Path) -> LintReport {
     }) {
         Ok(r) => LintReport {
             output: format!(
-                "{}: ok; {} rules, {} DNS lists, {} symbols from rules/symbols.toml\n",
+                "{}: ok; {} rules, {} DNS lists, {} symbols from rules/symbols.toml; ruleset {}\n",
                 config_path.display(),
                 r.rules.len(),
                 r.dnsbl.len(),
-                r.symbols.names().count()
+                r.symbols.names().count(),
+                r.digest
             ),
             exit_code: 0,
         },

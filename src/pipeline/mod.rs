@@ -97,6 +97,7 @@ pub struct Pipeline {
     checks: Vec<Arc<dyn Check>>,
     deadline: Duration,
     auth: Option<AuthStep>,
+    ruleset: String,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -117,7 +118,19 @@ impl Pipeline {
             checks,
             deadline,
             auth,
+            ruleset: String::new(),
         }
+    }
+
+    /// Labels the pipeline with the digest of the ruleset it was built from.
+    pub fn with_ruleset(mut self, digest: String) -> Self {
+        self.ruleset = digest;
+        self
+    }
+
+    /// The digest of the ruleset this pipeline was built from (empty if unknown).
+    pub fn ruleset(&self) -> &str {
+        &self.ruleset
     }
 
     /// True when nothing runs at `stage` (the session can skip building a context).

@@ -73,6 +73,8 @@ pub struct RuleSet {
     pub rules: Arc<engine::CompiledRules>,
     /// The allow and deny lists.
     pub lists: Arc<lists::Lists>,
+    /// What was loaded, as a short SHA-256 (see [`digest`]).
+    pub digest: String,
 }
 
 impl RuleSet {
@@ -121,8 +123,59 @@ impl RuleSet {
             dnsbl,
             rules: Arc::new(rules),
             lists: Arc::new(lists),
+            digest: digest(dir),
         })
     }
+}
+
+/// A short SHA-256 over every file of the rules directory (relative path and contents, in
+/// path order), or over the built-in rules: the ruleset's version in `moat_ruleset_info`,
+/// the reload log line and `moat lint`, so an admin can tell which files a running moat uses.
+pub fn digest(dir: Option<&Path>) -> String {
+    use aws_lc_rs::digest::{Context, SHA256};
+    let mut ctx = Context::new(&SHA256);
+    match dir {
+        Some(dir) => {
+            let mut files = Vec::new();
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else {
+                        files.push(path);
+                    }
+                }
+            }
+            files.sort();
+            for f in files {
+                let rel = f.strip_prefix(dir).unwrap_or(&f);
+                ctx.update(rel.to_string_lossy().as_bytes());
+                ctx.update(&[0]);
+                let body = std::fs::read(&f).unwrap_or_default();
+                ctx.update(&(body.len() as u64).to_be_bytes());
+                ctx.update(&body);
+            }
+        }
+        None => {
+            ctx.update(b"built-in\0");
+            for (name, text) in BUILTIN_RULES {
+                ctx.update(name.as_bytes());
+                ctx.update(&[0]);
+                ctx.update(text.as_bytes());
+            }
+        }
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Errors in rule files; each names the file and the entry.

@@ -12,6 +12,7 @@
 
 pub mod conn;
 pub mod state;
+pub mod timings;
 
 use crate::auth::AuthFacts;
 use crate::config::VerdictConfig;
@@ -32,6 +33,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timings::Timings;
 use tokio::sync::watch;
 
 /// What every session shares, built once at start-up.
@@ -129,6 +131,8 @@ pub struct Session {
     bdat: Option<BdatTransfer>,
     errors: usize,
     transaction_started: Option<Instant>,
+    /// Where the open transaction's time went (session stages included).
+    timings: Timings,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -164,6 +168,7 @@ impl Session {
             bdat: None,
             errors: 0,
             transaction_started: None,
+            timings: Timings::default(),
             shared,
             shutdown,
         }
@@ -420,6 +425,7 @@ impl Session {
         };
         self.upstream_lost = false;
         self.transaction_started = Some(Instant::now());
+        self.timings.reset_transaction();
         self.envelope.reset_transaction();
         self.envelope.sender = Some(m.address.clone());
         let symbols = self.run_stage(Stage::Mail, None, None).await;
@@ -434,7 +440,7 @@ impl Session {
                 return Flow::Continue;
             }
             // Refused before the upstream ever hears of the transaction.
-            self.log_transaction(0, &r, Stage::Mail);
+            self.log_transaction(0, &r, Stage::Mail, None);
             self.conn.queue(&r);
             self.envelope.sender = None;
             self.transaction_started = None;
@@ -486,10 +492,14 @@ impl Session {
         tentative.extend(symbols.iter().cloned());
         if let Some(refused) = self.refused_transaction.clone() {
             tracing::info!(session = self.id, client = %self.envelope.client, rcpt = %r.address, reply = %refused, "recipient refused (delayed reject)");
+            count_recipient(&refused, "mail");
             self.conn.queue(&refused);
             return Flow::Continue;
         }
         if let Some(refused) = self.refusal(&tentative, Stage::Rcpt) {
+            tracing::info!(session = self.id, client = %self.envelope.client, rcpt = %r.address,
+                score = tentative.total(), symbols = %tentative.names().join(","), reply = %refused, "recipient refused");
+            count_recipient(&refused, "rcpt");
             self.conn.queue(&refused);
             return Flow::Continue;
         }
@@ -500,6 +510,9 @@ impl Session {
                     self.envelope.recipients.push(r.address);
                     self.state.on_rcpt();
                     self.card.extend(symbols);
+                } else {
+                    // The MTA's own refusal (unknown user, policy): relayed as it is.
+                    count_recipient(&reply, "rcpt");
                 }
                 self.relay(reply);
             }
@@ -578,7 +591,7 @@ impl Session {
                     DataFault::LineTooLong => reply::DATA_LINE_TOO_LONG,
                 };
                 tracing::info!(session = self.id, client = %self.envelope.client, ?fault, size, "message refused");
-                self.log_transaction(size, &r.reply(), Stage::Data);
+                self.log_transaction(size, &r.reply(), Stage::Data, None);
                 self.conn.queue(&r.reply());
                 self.end_transaction(true).await;
                 return Flow::Continue;
@@ -590,12 +603,13 @@ impl Session {
                 .reply
                 .clone()
                 .unwrap_or_else(|| reply::LOCAL_ERROR.reply());
-            self.log_transaction(size, &r, Stage::Data);
+            self.log_transaction(size, &r, Stage::Data, Some(&verdict));
             self.conn.queue(&r);
             self.end_transaction(true).await;
             return Flow::Continue;
         }
         let outgoing = stripped.as_deref().unwrap_or(&body);
+        let sent = Instant::now();
         let result = match self.upstream.as_mut() {
             Some(up) => up.data(&prefix, outgoing).await,
             None => Err(UpstreamError::Protocol {
@@ -603,6 +617,7 @@ impl Session {
                 why: "no upstream session".into(),
             }),
         };
+        self.timings.add_upstream(sent.elapsed());
         let final_reply = match result {
             Ok(r) => {
                 count_upstream_reply(&r);
@@ -622,14 +637,18 @@ impl Session {
                 reply::UPSTREAM_UNAVAILABLE.reply()
             }
         };
-        self.log_transaction(size, &final_reply, Stage::Data);
+        self.log_transaction(size, &final_reply, Stage::Data, Some(&verdict));
         self.conn.queue(&final_reply);
         self.end_transaction(false).await;
         Flow::Continue
     }
 
-    fn log_transaction(&self, size: usize, r: &Reply, stage: Stage) {
+    /// The transaction's one summary line (and its metrics): everything an admin needs to
+    /// find it again, including the upstream's queue id to join with the MTA's log.
+    fn log_transaction(&self, size: usize, r: &Reply, stage: Stage, verdict: Option<&Verdict>) {
         let action = match r.class() {
+            // Flagged messages are accepted too; the action says which.
+            2 if verdict.is_some_and(|v| v.is_spam(&self.shared.verdict)) => "add_header",
             2 => "accept",
             4 => "tempfail",
             _ => "reject",
@@ -639,23 +658,29 @@ impl Session {
             .with_label_values(&[action, stage.as_str()])
             .inc();
         m.recipients
-            .with_label_values(&[action])
+            .with_label_values(&[action, stage.as_str()])
             .inc_by(self.envelope.recipients.len() as u64);
         let duration = self
             .transaction_started
             .map(|t| t.elapsed())
             .unwrap_or(Duration::ZERO);
+        let name = self.client_facts().name;
         tracing::info!(
             session = self.id,
             client = %self.envelope.client,
+            client_name = name.as_deref().unwrap_or("unknown"),
             helo = self.envelope.helo.as_deref().unwrap_or(""),
             tls = self.envelope.tls.unwrap_or("none"),
             from = self.envelope.sender.as_deref().unwrap_or(""),
             rcpts = %self.envelope.recipients.join(","),
             size,
-            score = self.card.total(),
+            score = (self.card.total() * 100.0).round() / 100.0,
+            action,
+            stage = stage.as_str(),
             symbols = %self.card.names().join(","),
             reply = %r,
+            queue_id = r.queue_id().unwrap_or(""),
+            timings = %self.timings,
             duration_ms = duration.as_millis() as u64,
             "transaction"
         );
@@ -841,7 +866,10 @@ impl Session {
             recipient,
             message,
         };
-        self.pipeline.run(input, &mut self.facts).await.symbols
+        let started = Instant::now();
+        let symbols = self.pipeline.run(input, &mut self.facts).await.symbols;
+        self.timings.add(stage, started.elapsed());
+        symbols
     }
 
     /// The reply refusing the command at `stage`, if the verdict refuses and shadow mode is
@@ -924,6 +952,15 @@ impl Session {
         let stripped = headers::strip_forged(body, &self.shared.authserv_id);
         (v, prefix, stripped)
     }
+}
+
+/// Counts a recipient refused at RCPT (by moat's checks at `stage`, or by the MTA).
+fn count_recipient(r: &Reply, stage: &str) {
+    let action = if r.class() == 4 { "tempfail" } else { "reject" };
+    crate::metrics::METRICS
+        .recipients
+        .with_label_values(&[action, stage])
+        .inc();
 }
 
 /// Counts an upstream reply by class for the metrics.

@@ -66,6 +66,29 @@ impl Reply {
         self.code / 100
     }
 
+    /// The queue id an MTA names in its reply to end of data, so a log line can be joined
+    /// with the MTA's: Postfix `queued as 4Xyz`, Exim `id=1abc-00`, Stalwart/others
+    /// `queued with id 123`. None for other replies.
+    pub fn queue_id(&self) -> Option<&str> {
+        if self.class() != 2 {
+            return None;
+        }
+        let text = self.lines.iter().map(|l| l.as_ref()).find(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.contains("queued as ") || lower.contains("id=") || lower.contains("with id ")
+        })?;
+        let lower = text.to_ascii_lowercase();
+        let start = ["queued as ", "with id ", "id="]
+            .iter()
+            .find_map(|m| lower.find(m).map(|i| i + m.len()))?;
+        let id = text[start..]
+            .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | ')' | '>'))
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('<');
+        (!id.is_empty()).then_some(id)
+    }
+
     /// The first text line, for logs.
     pub fn first_line(&self) -> &str {
         self.lines.first().map(|l| l.as_ref()).unwrap_or("")
@@ -321,6 +344,29 @@ pub const LOCAL_ERROR: ReplyConst =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_ids_of_common_mtas() {
+        let r = |code, text: &'static str| Reply {
+            code,
+            enhanced: None,
+            lines: vec![text.into()],
+        };
+        assert_eq!(
+            r(250, "Ok: queued as 4dFxYz1Kq2z9v").queue_id(),
+            Some("4dFxYz1Kq2z9v")
+        );
+        assert_eq!(
+            r(250, "OK id=1vA2bC-000Xyz-3d").queue_id(),
+            Some("1vA2bC-000Xyz-3d")
+        );
+        assert_eq!(
+            r(250, "Message queued with id 1a2b3c.").queue_id(),
+            Some("1a2b3c.")
+        );
+        assert_eq!(r(250, "Ok").queue_id(), None);
+        assert_eq!(r(550, "rejected, queued as nothing").queue_id(), None);
+    }
 
     #[test]
     fn single_and_multi_line_wire_format() {

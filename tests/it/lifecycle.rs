@@ -268,3 +268,99 @@ async fn check_binary_json_and_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/message.eml: cannot read"));
 }
+
+/// `log.format = "json"`: the transaction summary is one JSON object per line, with every field
+/// an admin joins on (session, client, envelope, verdict, timings, the MTA's queue id).
+#[tokio::test(flavor = "multi_thread")]
+async fn json_transaction_log_line() {
+    let sink = Sink::start().await;
+    let dns = crate::support::dns::TestDns::fixtures(Vec::new()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("moat.toml");
+    std::fs::write(
+        &config,
+        "[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n[server]\nhostname = \"mx.moat.test\"\n",
+    )
+    .unwrap();
+    let mut child = moat_bin()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args([
+            "--listen",
+            &listen,
+            "--upstream",
+            &sink.addr.to_string(),
+            "--dns",
+            &dns.addr.to_string(),
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(&listen).await {
+            drop(tcp);
+            client = Some(crate::support::Client::connect(listen.parse().unwrap()).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut c = client.expect("moat binary did not start listening");
+    c.cmd("EHLO client.example").await;
+    let r = c
+        .send_message(
+            "a@example.test",
+            &["b@example.test", "c@example.test"],
+            b"From: a@example.test\r\nSubject: json\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = &mut child;
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let tx = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "transaction")
+        .unwrap_or_else(|| panic!("no transaction line in {log}"));
+    let f = &tx["fields"];
+    assert!(f["session"].as_u64().is_some(), "{f}");
+    assert_eq!(
+        f["client"].as_str().unwrap().split(':').next(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(f["helo"], "client.example");
+    assert_eq!(f["from"], "a@example.test");
+    assert_eq!(f["rcpts"], "b@example.test,c@example.test");
+    assert_eq!(f["action"], "accept");
+    assert_eq!(f["stage"], "data");
+    assert_eq!(f["queue_id"], "SINK1", "{f}");
+    assert!(f["size"].as_u64().unwrap() > 10);
+    assert!(f["score"].as_f64().is_some());
+    assert!(f["tls"].is_string() && f["client_name"].is_string() && f["symbols"].is_string());
+    let timings = f["timings"].as_str().unwrap();
+    for stage in ["connect=", "helo=", "mail=", "rcpt=", "data=", "upstream="] {
+        assert!(timings.contains(stage), "{timings}");
+    }
+}

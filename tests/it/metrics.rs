@@ -81,6 +81,28 @@ async fn metrics_and_health_after_traffic() {
             "{series} below {at_least} in:\n{body}"
         );
     }
+    let has = |prefix: &str, parts: &[&str]| {
+        body.lines()
+            .any(|l| l.starts_with(prefix) && parts.iter().all(|p| l.contains(p)))
+    };
+    // mail-auth's lookups, metered through its cache hook: reverse DNS at connect, SPF at MAIL.
+    assert!(
+        has(
+            "moat_dns_lookups_total{",
+            &["zone=\"iprev\"", "type=\"PTR\""]
+        ),
+        "{body}"
+    );
+    assert!(
+        has("moat_dns_lookups_total{", &["zone=\"spf\"", "type=\"TXT\""]),
+        "{body}"
+    );
+    assert!(
+        has("moat_dns_lookup_duration_seconds_count{", &["zone=\"spf\""]),
+        "{body}"
+    );
+    assert!(has("moat_ruleset_info{hash=", &["} 1"]), "{body}");
+    promtool_check(&body);
     // Bounded labels: no addresses or domains among the label values.
     assert!(
         !body.contains("example.test") && !body.contains("127.0.0.1"),
@@ -89,4 +111,39 @@ async fn metrics_and_health_after_traffic() {
     assert_eq!(get(addr, "/healthz").await.0, 200);
     assert_eq!(get(addr, "/readyz").await.0, 200);
     assert_eq!(get(addr, "/nope").await.0, 404);
+}
+
+/// `promtool check metrics` on a real scrape: the exposition format and the naming conventions
+/// (units, `_total` counters). CI installs promtool (Debian's prometheus package); elsewhere the
+/// check is skipped with a note, since the scrape itself was already checked above.
+fn promtool_check(body: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not runnable ({e}); skipping `promtool check metrics`");
+            return;
+        }
+        Err(e) => panic!("CI must have promtool (apt-get install prometheus): {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,205 @@
+//! DNS lookup metrics for the lookups mail-auth makes on moat's behalf (SPF, DKIM, DMARC, ARC,
+//! reverse DNS), and the RFC 7208 void-lookup count SPF needs.
+//!
+//! mail-auth owns those queries, so moat cannot time them at the resolver. Its cache hook sees
+//! each one instead: `get` is called just before a query and `insert` right after an answer or a
+//! cacheable negative answer. [`LookupMeter`] is a "cache" that never answers (so mail-auth
+//! behaves exactly as without one; hickory's own cache still applies) and turns that pair of
+//! calls into a count and a latency. A `get` with no `insert` by the time the check is done was
+//! a failed lookup (timeout, SERVFAIL, or a negative answer without the SOA that RFC 2308
+//! asks authoritative servers to send).
+//!
+//! The `zone` label is the check's name, never the name looked up: label values stay bounded.
+
+use crate::metrics::METRICS;
+use mail_auth::{DnsCache, Negative, RecordSet, ResolverCache, TxtRecord};
+use std::borrow::Borrow;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// How a lookup ended, as the `result` label says it.
+trait LookupResult {
+    /// `found` or `not_found`.
+    fn result(&self) -> &'static str;
+}
+
+impl<T> LookupResult for Result<RecordSet<T>, Negative> {
+    fn result(&self) -> &'static str {
+        if self.is_ok() {
+            "found"
+        } else {
+            "not_found"
+        }
+    }
+}
+
+impl LookupResult for TxtRecord {
+    fn result(&self) -> &'static str {
+        match self {
+            // A negative answer; any other error means records came back but did not parse.
+            TxtRecord::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(_))) => {
+                "not_found"
+            }
+            _ => "found",
+        }
+    }
+}
+
+fn key_hash<Q: Hash + ?Sized>(q: &Q) -> u64 {
+    // `Borrow` promises equal hashes for a key and its borrowed form, which is what lets
+    // `insert(K)` find the `get(&Q)` that started the lookup.
+    let mut h = DefaultHasher::new();
+    q.hash(&mut h);
+    h.finish()
+}
+
+/// The lookups of one record type (mail-auth's per-type cache slot).
+pub struct TypeMeter {
+    zone: &'static str,
+    rtype: &'static str,
+    pending: Mutex<Vec<(u64, Instant)>>,
+    not_found: AtomicUsize,
+}
+
+impl TypeMeter {
+    fn new(zone: &'static str, rtype: &'static str) -> Self {
+        TypeMeter {
+            zone,
+            rtype,
+            pending: Mutex::new(Vec::new()),
+            not_found: AtomicUsize::new(0),
+        }
+    }
+
+    fn record(&self, started: Instant, result: &'static str) {
+        METRICS
+            .dns_lookups
+            .with_label_values(&[self.zone, self.rtype, result])
+            .inc();
+        METRICS
+            .dns_duration
+            .with_label_values(&[self.zone, self.rtype])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn started(&self, hash: u64) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push((hash, Instant::now()));
+        }
+    }
+
+    fn answered(&self, hash: u64, result: &'static str) {
+        if result == "not_found" {
+            self.not_found.fetch_add(1, Ordering::Relaxed);
+        }
+        let started = self.pending.lock().ok().and_then(|mut p| {
+            let i = p.iter().position(|(h, _)| *h == hash)?;
+            Some(p.swap_remove(i).1)
+        });
+        if let Some(t) = started {
+            self.record(t, result);
+        }
+    }
+}
+
+impl Drop for TypeMeter {
+    fn drop(&mut self) {
+        let pending = std::mem::take(self.pending.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (_, started) in pending {
+            self.record(started, "failed");
+        }
+    }
+}
+
+impl<K: Hash, V: LookupResult> ResolverCache<K, V> for TypeMeter {
+    fn get<Q>(&self, name: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.started(key_hash(name));
+        None
+    }
+
+    fn remove<Q>(&self, _name: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        None
+    }
+
+    fn insert(&self, key: K, value: V, _valid_until: Instant) {
+        self.answered(key_hash(&key), value.result());
+    }
+}
+
+/// Meters the lookups of one check run; pass it to mail-auth with `Parameters::with_cache`.
+pub struct LookupMeter {
+    txt: TypeMeter,
+    mx: TypeMeter,
+    a: TypeMeter,
+    aaaa: TypeMeter,
+    ptr: TypeMeter,
+}
+
+impl LookupMeter {
+    /// A meter whose lookups are labelled `zone` (the check: spf, dkim, dmarc, arc, iprev).
+    pub fn new(zone: &'static str) -> Self {
+        LookupMeter {
+            txt: TypeMeter::new(zone, "TXT"),
+            mx: TypeMeter::new(zone, "MX"),
+            a: TypeMeter::new(zone, "A"),
+            aaaa: TypeMeter::new(zone, "AAAA"),
+            ptr: TypeMeter::new(zone, "PTR"),
+        }
+    }
+
+    /// RFC 7208 4.6.4 void lookups so far: negative A, AAAA, MX and PTR answers. TXT is not
+    /// counted: a missing include target is already a permerror and a missing record for the
+    /// checked domain is `none`.
+    pub fn voids(&self) -> usize {
+        [&self.mx, &self.a, &self.aaaa, &self.ptr]
+            .iter()
+            .map(|m| m.not_found.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl DnsCache for LookupMeter {
+    type Txt = TypeMeter;
+    type Mx = TypeMeter;
+    type Ipv4 = TypeMeter;
+    type Ipv6 = TypeMeter;
+    type Ptr = TypeMeter;
+
+    fn txt(&self) -> Option<&Self::Txt> {
+        Some(&self.txt)
+    }
+    fn mx(&self) -> Option<&Self::Mx> {
+        Some(&self.mx)
+    }
+    fn ipv4(&self) -> Option<&Self::Ipv4> {
+        Some(&self.a)
+    }
+    fn ipv6(&self) -> Option<&Self::Ipv6> {
+        Some(&self.aaaa)
+    }
+    fn ptr(&self) -> Option<&Self::Ptr> {
+        Some(&self.ptr)
+    }
+}
+
+/// Records one lookup moat made itself (blocklists), labelled with the list's zone.
+pub fn record(zone: &str, rtype: &str, result: &str, started: Instant) {
+    METRICS
+        .dns_lookups
+        .with_label_values(&[zone, rtype, result])
+        .inc();
+    METRICS
+        .dns_duration
+        .with_label_values(&[zone, rtype])
+        .observe(started.elapsed().as_secs_f64());
+}
