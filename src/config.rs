@@ -79,6 +79,9 @@ pub struct ServerConfig {
     pub max_sessions_per_ip: usize,
     /// How long sessions in flight may take to finish after SIGTERM.
     pub shutdown_grace: ConfigDuration,
+    /// Clients (IP or CIDR) whose XFORWARD moat believes: a Postfix that runs moat as its
+    /// `smtpd_proxy_filter`. Empty: XFORWARD is refused like any unknown command.
+    pub xforward_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             max_sessions: 1000,
             max_sessions_per_ip: 50,
             shutdown_grace: ConfigDuration::secs(30),
+            xforward_hosts: Vec::new(),
         }
     }
 }
@@ -504,6 +508,13 @@ impl Config {
             if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c.is_control()) {
                 bad("server.hostname", format!("{h:?} is not a host name"));
             }
+        }
+        if let Err(e) = crate::rules::lists::parse(
+            &self.server.xforward_hosts.join("\n"),
+            "server.xforward_hosts",
+            true,
+        ) {
+            bad("server.xforward_hosts", e.to_string());
         }
         if self.server.max_sessions == 0 {
             bad("server.max_sessions", "must be at least 1".into());

@@ -56,6 +56,8 @@ pub struct SessionShared {
     pub authserv_id: String,
     /// Add a Received field for the hop.
     pub received: bool,
+    /// Clients whose XFORWARD is believed.
+    pub xforward_hosts: crate::rules::lists::NameList,
 }
 
 impl SessionShared {
@@ -76,6 +78,13 @@ impl SessionShared {
             verdict: config.verdict.clone(),
             authserv_id: config.authserv_id(),
             received: config.headers.received,
+            // validate() already parsed these; an error here would mean no trusted host.
+            xforward_hosts: crate::rules::lists::parse(
+                &config.server.xforward_hosts.join("\n"),
+                "server.xforward_hosts",
+                true,
+            )
+            .unwrap_or_default(),
         }
     }
 }
@@ -131,6 +140,11 @@ pub struct Session {
     bdat: Option<BdatTransfer>,
     errors: usize,
     transaction_started: Option<Instant>,
+    /// A trusted forwarder named a new client with XFORWARD: the connect and HELO checks run
+    /// again for it at the next MAIL.
+    identity_changed: bool,
+    /// The TCP peer (the envelope's client may be a forwarded identity).
+    peer: SocketAddr,
     /// Where the open transaction's time went (session stages included).
     timings: Timings,
     shutdown: watch::Receiver<bool>,
@@ -146,17 +160,19 @@ impl Session {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let _ = tcp.set_nodelay(true);
-        let offer = Offer::new(
+        let mut offer = Offer::new(
             shared.limits.max_message_size,
             shared.upstream.capabilities().as_ref(),
             shared.tls.is_some(),
         );
+        offer.xforward = shared.xforward_hosts.match_ip(peer.ip()).is_some();
         Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pipeline: shared.rules.current(),
             conn: Conn::new(Stream::Plain(tcp), shared.limits.max_command_line),
             state: SessionState::default(),
             envelope: Envelope::new(peer, local),
+            peer,
             upstream: None,
             upstream_lost: false,
             offer,
@@ -169,6 +185,7 @@ impl Session {
             errors: 0,
             transaction_started: None,
             timings: Timings::default(),
+            identity_changed: false,
             shared,
             shutdown,
         }
@@ -314,6 +331,7 @@ impl Session {
                 Flow::Close("quit")
             }
             Command::StartTls => self.starttls().await,
+            Command::Xforward(attrs) => self.xforward(attrs),
             Command::NotImplemented(_) => self.client_error(reply::NOT_IMPLEMENTED.reply()),
         }
     }
@@ -337,6 +355,7 @@ impl Session {
             self.shared.upstream.capabilities().as_ref(),
             self.shared.tls.is_some() && !self.state.is_tls(),
         );
+        self.offer.xforward = self.trusted_forwarder();
         let helo_symbols = self.run_stage(Stage::Helo, None, None).await;
         self.session_symbols.retain(|s| s.stage != Stage::Helo);
         self.session_symbols.extend(helo_symbols);
@@ -351,6 +370,82 @@ impl Session {
         };
         self.conn.queue(&r);
         Flow::Continue
+    }
+
+    /// True when the TCP peer (not a forwarded identity) is a trusted forwarder.
+    fn trusted_forwarder(&self) -> bool {
+        self.shared
+            .xforward_hosts
+            .match_ip(self.peer.ip())
+            .is_some()
+    }
+
+    /// XFORWARD from a trusted forwarder (Postfix's before-queue proxy sends it after EHLO):
+    /// the client it names becomes the client of every check, of the Received field and of
+    /// what moat announces upstream. NAME is not taken: moat checks reverse DNS itself.
+    fn xforward(&mut self, attrs: Vec<(String, String)>) -> Flow {
+        if !self.trusted_forwarder() {
+            tracing::info!(session = self.id, client = %self.envelope.client, "XFORWARD from a host not in server.xforward_hosts; refused");
+            return self.client_error(reply::FORWARDING_COMMAND_REFUSED.reply());
+        }
+        let unavailable = |v: &str| {
+            v.eq_ignore_ascii_case("[UNAVAILABLE]") || v.eq_ignore_ascii_case("[TEMPUNAVAIL]")
+        };
+        let (mut addr, mut port) = (None, None);
+        for (name, value) in &attrs {
+            if unavailable(value) {
+                continue;
+            }
+            match name.as_str() {
+                "ADDR" => {
+                    let v = value
+                        .strip_prefix("IPV6:")
+                        .or_else(|| value.strip_prefix("ipv6:"))
+                        .unwrap_or(value);
+                    match v.parse::<std::net::IpAddr>() {
+                        Ok(ip) => addr = Some(ip),
+                        Err(_) => return self.client_error(reply::XFORWARD_BAD.reply()),
+                    }
+                }
+                "PORT" => match value.parse::<u16>() {
+                    Ok(p) => port = Some(p),
+                    Err(_) => return self.client_error(reply::XFORWARD_BAD.reply()),
+                },
+                "HELO" => self.envelope.helo = Some(value.clone()),
+                "PROTO" => self.envelope.esmtp = value.eq_ignore_ascii_case("ESMTP"),
+                // NAME: verified again by moat's own reverse DNS check; IDENT, SOURCE and
+                // DOMAIN only matter to the forwarder's logs.
+                _ => {}
+            }
+        }
+        if addr.is_some() || port.is_some() {
+            let ip = addr.unwrap_or(self.envelope.client.ip());
+            let port = port.unwrap_or(if addr.is_some() {
+                0
+            } else {
+                self.envelope.client.port()
+            });
+            self.envelope.client = SocketAddr::new(ip, port);
+        }
+        tracing::debug!(session = self.id, client = %self.envelope.client, helo = self.envelope.helo.as_deref().unwrap_or(""), "XFORWARD");
+        self.identity_changed = true;
+        self.conn.queue(&reply::XFORWARD_OK.reply());
+        Flow::Continue
+    }
+
+    /// Runs the connect and HELO checks again for the client XFORWARD named, and drops an
+    /// upstream session that was announced with the forwarder's identity.
+    async fn refresh_identity(&mut self) {
+        self.identity_changed = false;
+        self.facts = AuthFacts::default();
+        self.card = ScoreCard::default();
+        self.session_symbols.clear();
+        self.drop_upstream().await;
+        self.timings = Timings::default();
+        let mut symbols = self.run_stage(Stage::Connect, None, None).await;
+        self.session_symbols = std::mem::take(&mut symbols);
+        let helo = self.run_stage(Stage::Helo, None, None).await;
+        self.session_symbols.extend(helo);
     }
 
     async fn starttls(&mut self) -> Flow {
@@ -409,6 +504,9 @@ impl Session {
     async fn mail(&mut self, m: PathCommand) -> Flow {
         if let Err(r) = self.offer.check_mail_params(&m.params) {
             return self.client_error(r);
+        }
+        if self.identity_changed {
+            self.refresh_identity().await;
         }
         // RFC 1870 6.2: refuse a declared size over the limit before reading anything.
         if m.size.is_some_and(|s| s > self.offer.max_size) {

@@ -80,6 +80,7 @@ impl SessionState {
             (Command::Bdat { .. }, Rcpt | Bdat) => Proceed,
             (Command::StartTls, _) if self.tls => Refuse(&reply::TLS_ACTIVE),
             (Command::StartTls, Mail | Rcpt | Bdat) => Refuse(&reply::TLS_IN_TRANSACTION),
+            (Command::Xforward(_), Mail | Rcpt | Bdat) => Refuse(&reply::XFORWARD_IN_TRANSACTION),
             _ => Proceed,
         }
     }

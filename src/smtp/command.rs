@@ -40,6 +40,9 @@ pub enum Command {
     Help,
     /// STARTTLS.
     StartTls,
+    /// XFORWARD with its attributes (upper-case names, xtext-decoded values); only hosts in
+    /// `server.xforward_hosts` may send it (Postfix's before-queue proxy does).
+    Xforward(Vec<(String, String)>),
     /// A command moat recognises but does not offer (EXPN, ETRN, AUTH, ...).
     NotImplemented(&'static str),
 }
@@ -62,10 +65,14 @@ impl Command {
     pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         let verb_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
         let verb = line[..verb_end].to_ascii_uppercase();
-        // Commands only moat may send upstream; a client sending them is probing for a trust
-        // bypass (Postfix XCLIENT_README), so they look unknown.
-        if verb == b"XCLIENT" || verb == b"XFORWARD" {
+        // XCLIENT only moat sends upstream; a client sending it is probing for a trust bypass
+        // (Postfix XCLIENT_README), so it looks unknown. XFORWARD is parsed here and refused
+        // the same way by the session unless the client is a trusted forwarder.
+        if verb == b"XCLIENT" {
             return Err(reply::FORWARDING_COMMAND_REFUSED.reply());
+        }
+        if verb == b"XFORWARD" {
+            return Self::xforward(&line[verb_end..]);
         }
         let mut framed = Vec::with_capacity(line.len() + 2);
         framed.extend_from_slice(line);
@@ -75,6 +82,28 @@ impl Command {
             Ok(req) => Self::from_request(req, line),
             Err(err) => Err(Self::error_reply(err, &verb)),
         }
+    }
+
+    /// `XFORWARD name=value...`: every attribute known, at least one, values xtext-decoded.
+    fn xforward(args: &[u8]) -> Result<Command, Reply> {
+        const KNOWN: &[&str] = &[
+            "NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE", "DOMAIN",
+        ];
+        let bad = || reply::XFORWARD_BAD.reply();
+        let text = std::str::from_utf8(args).map_err(|_| bad())?;
+        let mut attrs = Vec::new();
+        for word in text.split_ascii_whitespace() {
+            let (name, value) = word.split_once('=').ok_or_else(bad)?;
+            let name = name.to_ascii_uppercase();
+            if !KNOWN.contains(&name.as_str()) || value.is_empty() {
+                return Err(bad());
+            }
+            attrs.push((name, xtext_decode(value).ok_or_else(bad)?));
+        }
+        if attrs.is_empty() {
+            return Err(bad());
+        }
+        Ok(Command::Xforward(attrs))
     }
 
     fn from_request(
@@ -160,6 +189,25 @@ impl Command {
     }
 }
 
+/// RFC 3461 4 xtext: `+XX` is the octet XX; the result must be printable text.
+fn xtext_decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'+' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    (!s.chars().any(char::is_control)).then_some(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,7 +255,18 @@ mod tests {
     fn errors_carry_the_right_codes() {
         assert_eq!(code("FOO bar"), 500);
         assert_eq!(code("XCLIENT ADDR=1.2.3.4"), 500);
-        assert_eq!(code("XFORWARD ADDR=1.2.3.4"), 500);
+        assert_eq!(
+            Command::parse(b"XFORWARD ADDR=1.2.3.4 NAME=[UNAVAILABLE] HELO=a+2Bb"),
+            Ok(Command::Xforward(vec![
+                ("ADDR".into(), "1.2.3.4".into()),
+                ("NAME".into(), "[UNAVAILABLE]".into()),
+                ("HELO".into(), "a+b".into()),
+            ]))
+        );
+        assert_eq!(code("XFORWARD"), 501);
+        assert_eq!(code("XFORWARD FOO=bar"), 501);
+        assert_eq!(code("XFORWARD ADDR"), 501);
+        assert_eq!(code("XFORWARD HELO=a+0Db"), 501);
         assert_eq!(code("EHLO"), 501);
         assert_eq!(code("MAIL FROM:a@b"), 501);
         assert_eq!(code("MAIL FROM:<a@b> FOO=bar"), 555);

@@ -85,6 +85,8 @@ pub struct Offer {
     pub dsn: bool,
     /// STARTTLS (a certificate is configured and the session is not yet encrypted).
     pub starttls: bool,
+    /// XFORWARD (the client is in `server.xforward_hosts`).
+    pub xforward: bool,
 }
 
 impl Offer {
@@ -106,6 +108,7 @@ impl Offer {
             smtputf8: up.smtputf8,
             dsn: up.dsn,
             starttls,
+            xforward: false,
         }
     }
 
@@ -128,6 +131,9 @@ impl Offer {
         }
         if self.starttls {
             lines.push("STARTTLS".into());
+        }
+        if self.xforward {
+            lines.push("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE DOMAIN".into());
         }
         // RFC 2034 section 3: no enhanced codes on the EHLO reply.
         Reply {

@@ -207,6 +207,17 @@ pub const BARE_NEWLINE_COMMAND: ReplyConst = Reply::fixed(
     e(5, 5, 2),
     "Error: bare <CR> or <LF> received; command lines must end with <CRLF>",
 );
+/// 250 for an XFORWARD taken from a trusted host.
+pub const XFORWARD_OK: ReplyConst = Reply::fixed(250, e(2, 0, 0), "Ok");
+/// 501 for a malformed XFORWARD attribute (Postfix XFORWARD_README).
+pub const XFORWARD_BAD: ReplyConst = Reply::fixed(
+    501,
+    e(5, 5, 4),
+    "Syntax: XFORWARD attribute=value... (NAME ADDR PORT PROTO HELO IDENT SOURCE DOMAIN)",
+);
+/// 503: XFORWARD inside a transaction (Postfix XFORWARD_README: not between MAIL and DOT).
+pub const XFORWARD_IN_TRANSACTION: ReplyConst =
+    Reply::fixed(503, e(5, 5, 1), "Error: MAIL transaction in progress");
 /// 501 for bad syntax in arguments.
 pub const SYNTAX_ERROR: ReplyConst = Reply::fixed(501, e(5, 5, 4), "Syntax:");
 /// 501 for a malformed sender address.
