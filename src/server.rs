@@ -174,6 +174,7 @@ impl Server {
             tokio::spawn(crate::metrics::serve(l, shutdown.subscribe()));
             Some(bound)
         };
+        tokio::spawn(reprobe_upstream(upstream.clone(), shutdown.subscribe()));
         tokio::spawn(crate::reload::run(
             rules.clone(),
             config.clone(),
@@ -222,5 +223,26 @@ impl Server {
             tracing::warn!(grace = ?self.grace, "grace period over; remaining sessions dropped");
         }
         clean
+    }
+}
+
+/// While the upstream is marked unreachable (start-up probe or a session failed to connect),
+/// probes it every 10 s so /readyz recovers without waiting for mail. A reachable upstream is
+/// not probed: sessions keep the flag current, and the MTA's log stays free of probe noise.
+async fn reprobe_upstream(
+    upstream: Arc<UpstreamSettings>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let ready = &crate::metrics::READINESS.upstream_ok;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if !ready.load(Ordering::Relaxed) && Upstream::probe(&upstream).await.is_ok() {
+            tracing::info!(upstream = %upstream.address, "upstream reachable again");
+            ready.store(true, Ordering::Relaxed);
+        }
     }
 }

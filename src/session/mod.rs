@@ -831,6 +831,9 @@ impl Session {
         match Upstream::connect(&self.shared.upstream, &facts).await {
             Ok(up) => {
                 self.upstream = Some(up);
+                crate::metrics::READINESS
+                    .upstream_ok
+                    .store(true, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
