@@ -495,6 +495,10 @@ impl Session {
                 Flow::Close("TLS handshake failed")
             }
             Err(_) => {
+                crate::metrics::METRICS
+                    .tls_handshakes
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::info!(session = self.id, client = %self.envelope.client, "TLS handshake timed out");
                 Flow::Close("TLS handshake timeout")
             }
