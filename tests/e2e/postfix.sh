@@ -76,6 +76,21 @@ wait_port() { # wait_port PORT: until something listens on 127.0.0.1:PORT (10 s 
     return 1
 }
 
+wait_closed() { # wait_closed PORT: until nothing listens on 127.0.0.1:PORT (10 s at most)
+    local i
+    for i in $(seq 1 100); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "127.0.0.1:$1 still listens" >&2
+    return 1
+}
+
+# Drops one service (its line and its indented -o lines) from master.cf text on stdin.
+without_service() {
+    awk -v svc="$1" '$1 == svc { skip = 1; next } skip && /^[ \t]/ { next } { skip = 0; print }'
+}
+
 metric() { # metric 'series{labels}' -> value (0 when absent)
     curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
         awk -v s="$1" 'index($0, s) == 1 { v = $NF } END { print (v == "" ? 0 : v) }'
@@ -303,6 +318,23 @@ run_setup() { # run_setup N
         check "setup 2: after restart the resent message is accepted" send "$entry" user@e2e.test "down2b" "Resent after restart."
         postfix_flush_wait "down2b"
         check "setup 2: and delivered" delivered "down2b"
+
+        log "setup 2: the after-filter smtpd removed"
+        { base_master_cf; snippet "$dir/master.cf" | without_service "127.0.0.1:$PF_PORT"; } >"$PF/master.cf"
+        postfix -c "$PF" reload >/dev/null 2>&1
+        wait_closed "$PF_PORT"
+        if send "$entry" user@e2e.test "down3" "While the after-filter smtpd is gone."; then fail "setup 2: accepted without the after-filter smtpd"; fi
+        check "setup 2: client gets 4xx when moat cannot reach the after-filter smtpd" said down3 '<\*\* *4[0-9][0-9]'
+        sleep 1
+        check "setup 2: nothing delivered meanwhile" bash -c "! grep -rq 'down3@' '$MAILDIR'"
+        check "setup 2: moat counted the upstream failure" \
+            awk "BEGIN { exit !($(metric 'moat_upstream_errors_total{kind="connect"}') >= 1) }"
+        { base_master_cf; snippet "$dir/master.cf"; } >"$PF/master.cf"
+        postfix -c "$PF" reload >/dev/null 2>&1
+        wait_port "$PF_PORT"
+        check "setup 2: once it is back the message is accepted" send "$entry" user@e2e.test "down3b" "Resent when it is back."
+        postfix_flush_wait "down3b"
+        check "setup 2: and delivered" delivered "down3b"
     fi
 
     moat_stop

@@ -96,7 +96,7 @@ async fn dnsbl_ipv4_ipv6_and_error_codes() {
     )
     .await;
     assert_eq!(hits(&v)[0].0, "RBL_TEST_XBL");
-    // 127.255.255.254: the list refused the query; logged, no score.
+    // 127.255.255.254: the list refused the query; logged, counted, no score.
     let v = check(
         dns.addr,
         cfg.clone(),
@@ -107,6 +107,13 @@ async fn dnsbl_ipv4_ipv6_and_error_codes() {
     )
     .await;
     assert!(hits(&v).is_empty(), "{v}");
+    let metrics = moat::metrics::METRICS.render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("moat_dnsbl_blocked_total{") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     let v = check(
         dns.addr,
         cfg.clone(),
