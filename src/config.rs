@@ -194,6 +194,10 @@ pub struct UpstreamConfig {
     pub command_timeout: ConfigDuration,
     /// Wait for the final reply after the end of data (RFC 5321 4.5.3.2.6: 10 minutes).
     pub data_timeout: ConfigDuration,
+    /// Idle upstream sessions kept open for the next client (0: one per client session).
+    pub pool_size: usize,
+    /// How long an idle upstream session is kept before it is closed.
+    pub pool_idle: ConfigDuration,
 }
 
 impl Default for UpstreamConfig {
@@ -210,6 +214,8 @@ impl Default for UpstreamConfig {
             connect_timeout: ConfigDuration::secs(30),
             command_timeout: ConfigDuration::secs(300),
             data_timeout: ConfigDuration::secs(600),
+            pool_size: 16,
+            pool_idle: ConfigDuration::secs(30),
         }
     }
 }

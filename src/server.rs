@@ -217,6 +217,7 @@ impl Server {
     pub async fn shutdown(self) -> bool {
         self.shutdown.trigger();
         let clean = self.shutdown.drain(self.grace).await;
+        self.upstream.close_pool().await;
         if clean {
             tracing::info!("all sessions finished; stopped");
         } else {

@@ -217,10 +217,18 @@ impl Session {
             self.open_upstream().await.ok();
         }
         let end = self.command_loop().await;
-        if let Some(up) = self.upstream.take() {
-            up.quit().await;
-        }
+        // Close the client first: it has its answer, and pooling the upstream session (or
+        // QUIT) is no reason to keep it waiting.
         self.conn.close().await;
+        if let Some(up) = self.upstream.take() {
+            if self.state.in_transaction() {
+                // The client left mid-transaction: that upstream transaction must never be
+                // completed, so the session is not reused.
+                up.quit().await;
+            } else {
+                up.release().await;
+            }
+        }
         tracing::info!(session = self.id, %client, reason = end, "disconnect");
     }
 

@@ -14,8 +14,8 @@ use crate::stream::Stream;
 use reply_reader::ReplyReader;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -127,6 +127,12 @@ pub struct UpstreamSettings {
     pub data_timeout: Duration,
     /// What the upstream offered most recently (shared by all sessions).
     pub learned: RwLock<Option<UpstreamCapabilities>>,
+    /// Idle sessions between transactions of different clients, newest last.
+    pool: Mutex<Vec<(Upstream, Instant)>>,
+    /// Most idle sessions kept.
+    pool_size: usize,
+    /// Longest idle time of a pooled session.
+    pool_idle: Duration,
 }
 
 impl UpstreamSettings {
@@ -159,7 +165,31 @@ impl UpstreamSettings {
             command_timeout: config.command_timeout.0,
             data_timeout: config.data_timeout.0,
             learned: RwLock::new(None),
+            pool: Mutex::new(Vec::new()),
+            pool_size: config.pool_size,
+            pool_idle: config.pool_idle.0,
         })
+    }
+
+    /// The newest idle session young enough to reuse; older ones are closed.
+    fn take_pooled(&self) -> Option<Upstream> {
+        let mut pool = self.pool.lock().ok()?;
+        while let Some((up, since)) = pool.pop() {
+            if since.elapsed() < self.pool_idle {
+                return Some(up);
+            }
+            tokio::spawn(up.quit());
+        }
+        None
+    }
+
+    /// Closes every idle session (at shutdown), politely.
+    pub async fn close_pool(&self) {
+        let idle: Vec<_> = match self.pool.lock() {
+            Ok(mut p) => p.drain(..).collect(),
+            Err(_) => return,
+        };
+        futures_util::future::join_all(idle.into_iter().map(|(up, _)| up.quit())).await;
     }
 
     /// The capabilities learned most recently, if the upstream ever answered.
@@ -214,11 +244,28 @@ impl Upstream {
         Ok(caps)
     }
 
-    /// Opens a session: greeting, EHLO, STARTTLS if configured, and XCLIENT.
+    /// A session for `client`: an idle pooled one (announced again with XCLIENT), or a new
+    /// one (greeting, EHLO, STARTTLS if configured, XCLIENT).
     pub async fn connect(
         settings: &Arc<UpstreamSettings>,
         client: &ClientFacts,
     ) -> Result<Upstream, UpstreamError> {
+        while let Some(mut up) = settings.take_pooled() {
+            if settings.forwarding != Forwarding::Xclient {
+                return Ok(up);
+            }
+            match up.prepare(client).await {
+                Ok(()) => return Ok(up),
+                // The MTA closed it while idle: try the next one, then a new connection.
+                Err(e)
+                    if e.may_retry_on_new_connection()
+                        || matches!(e, UpstreamError::Timeout { .. }) =>
+                {
+                    tracing::debug!(upstream = %settings.address, error = %e, "pooled upstream session unusable; dropped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut up = Self::open(settings).await?;
         if settings.forwarding == Forwarding::Xclient {
             up.prepare(client).await?;
@@ -414,6 +461,28 @@ impl Upstream {
             Ok(r) if r.code == 250 => {}
             _ => self.broken = true,
         }
+    }
+
+    /// Hands a session outside any transaction back for the next client, or QUITs it when the
+    /// pool is full or off. Its announced identity is forgotten, so the next client is always
+    /// announced with XCLIENT before its first transaction.
+    pub async fn release(mut self) {
+        if !self.broken && self.settings.pool_size > 0 {
+            let settings = self.settings.clone();
+            self.announced = None;
+            let rejected = match settings.pool.lock() {
+                Ok(mut pool) if pool.len() < settings.pool_size => {
+                    pool.push((self, Instant::now()));
+                    None
+                }
+                _ => Some(self),
+            };
+            if let Some(up) = rejected {
+                up.quit().await;
+            }
+            return;
+        }
+        self.quit().await;
     }
 
     /// Ends the session politely; errors do not matter any more.

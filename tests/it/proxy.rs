@@ -133,7 +133,12 @@ async fn mail_refusal_by_upstream_is_relayed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn parameters_pass_through_unchanged() {
     let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    // Without the pool, the client's QUIT ends the upstream session too.
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.upstream.pool_size = 0)
+        .start()
+        .await;
     let mut c = moat.client().await;
     let ehlo = c.ehlo().await;
     for kw in [
@@ -230,6 +235,57 @@ async fn offer_follows_the_upstream() {
         .commands()
         .iter()
         .any(|l| l.contains("RET=") || l.contains("NOTIFY")));
+}
+
+/// Idle upstream sessions are reused by the next client, which is announced with its own
+/// XCLIENT; a session the client left mid-transaction is never reused.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_sessions_are_pooled_between_clients() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let base = sink.connections();
+    // The start-up probe's QUIT is already there.
+    let quits = || sink.commands().iter().filter(|l| *l == "QUIT").count();
+    let quits_before = quits();
+    for (i, helo) in ["first.example", "second.example", "third.example"]
+        .iter()
+        .enumerate()
+    {
+        let mut c = moat.client().await;
+        c.cmd(&format!("EHLO {helo}")).await;
+        let r = c
+            .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+        assert!(c.is_closed().await);
+        let xclient = sink.messages()[i].xclient.clone().expect("XCLIENT sent");
+        assert!(xclient.contains(&format!("HELO={helo}")), "{xclient}");
+        // Pooling happens after the client is closed; give it a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.connections() - base, 1, "{:?}", sink.commands());
+    assert_eq!(quits(), quits_before);
+
+    // A client that leaves after MAIL: that upstream session is closed, not pooled.
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    drop(c);
+    for _ in 0..50 {
+        if quits() > quits_before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(quits(), quits_before + 1);
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"y\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    assert_eq!(sink.connections() - base, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
