@@ -273,7 +273,7 @@ impl Default for DnsConfig {
             nameservers: Vec::new(),
             timeout: ConfigDuration::secs(5),
             attempts: 2,
-            cache_size: 4096,
+            cache_size: 65536,
             list_timeout: ConfigDuration::secs(2),
         }
     }
