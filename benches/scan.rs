@@ -16,20 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 /// The process's CPU time (user + system) in seconds, from /proc/self/stat.
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -85,9 +71,7 @@ fn main() {
         }
     }
     let dir = dir.expect("usage: scan DIR [--threads N] [--passes P]");
-    let mut files = Vec::new();
-    collect(&dir, &mut files);
-    files.sort();
+    let files = moat::rules::files_under(&dir);
     let messages: Vec<Vec<u8>> = files
         .iter()
         .filter_map(|f| std::fs::read(f).ok())

@@ -109,23 +109,11 @@ fn generated(size: usize) -> Vec<u8> {
 }
 
 fn load_corpus(dirs: &[PathBuf]) -> Vec<Vec<u8>> {
-    let mut files = Vec::new();
-    let mut stack: Vec<PathBuf> = dirs.to_vec();
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                files.push((p, bytes));
-            }
-        }
-    }
-    files.sort();
-    files.into_iter().map(|(_, b)| wire(&b)).collect()
+    dirs.iter()
+        .flat_map(|d| moat::rules::files_under(d))
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|b| wire(&b))
+        .collect()
 }
 
 struct Conn {

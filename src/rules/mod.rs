@@ -10,7 +10,7 @@ pub mod symbols;
 pub use dnsbl::DnsList;
 pub use symbols::{SymbolDef, SymbolTable};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The built-in copy of the shipped `rules/dnsbl.toml`.
@@ -128,6 +128,27 @@ impl RuleSet {
     }
 }
 
+/// Every file below `dir` (subdirectories included), sorted; unreadable entries are skipped.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// A short SHA-256 over every file of the rules directory (relative path and contents, in
 /// path order), or over the built-in rules: the ruleset's version in `moat_ruleset_info`,
 /// the reload log line and `moat lint`, so an admin can tell which files a running moat uses.
@@ -136,23 +157,7 @@ pub fn digest(dir: Option<&Path>) -> String {
     let mut ctx = Context::new(&SHA256);
     match dir {
         Some(dir) => {
-            let mut files = Vec::new();
-            let mut stack = vec![dir.to_path_buf()];
-            while let Some(d) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&d) else {
-                    continue;
-                };
-                for e in entries.flatten() {
-                    let path = e.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else {
-                        files.push(path);
-                    }
-                }
-            }
-            files.sort();
-            for f in files {
+            for f in files_under(dir) {
                 let rel = f.strip_prefix(dir).unwrap_or(&f);
                 ctx.update(rel.to_string_lossy().as_bytes());
                 ctx.update(&[0]);

@@ -117,45 +117,76 @@ fn version_and_help() {
     );
 }
 
-/// The shipped config, with the flags overriding listen and upstream, then SIGTERM: exit 0.
-#[tokio::test(flavor = "multi_thread")]
-async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
-    let sink = Sink::start().await;
-    let dns = crate::support::dns::TestDns::fixtures(Vec::new()).await;
+/// `moat serve` as a process with `config` in front of `sink`, on a free loopback port, with
+/// `RUST_LOG` set as given (None: the config's level); returns it and a client past the greeting.
+async fn serve_binary(
+    config: &std::path::Path,
+    sink: &Sink,
+    dns: std::net::SocketAddr,
+    rust_log: Option<&str>,
+) -> (std::process::Child, crate::support::Client) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/moat.toml");
-    let mut child = moat_bin()
+    let mut cmd = moat_bin();
+    cmd.args(["serve", "--config"])
+        .arg(config)
         .args([
-            "serve",
-            "--config",
-            config,
             "--listen",
             &listen,
             "--upstream",
             &sink.addr.to_string(),
             "--dns",
-            &dns.addr.to_string(),
+            &dns.to_string(),
         ])
-        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut client = None;
+        .stderr(Stdio::piped());
+    match rust_log {
+        Some(level) => cmd.env("RUST_LOG", level),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let mut child = cmd.spawn().unwrap();
     for _ in 0..200 {
         if let Ok(tcp) = tokio::net::TcpStream::connect(&listen).await {
             drop(tcp);
-            client = Some(crate::support::Client::connect(listen.parse().unwrap()).await);
-            break;
+            return (
+                child,
+                crate::support::Client::connect(listen.parse().unwrap()).await,
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let mut c = client.expect("moat binary did not start listening");
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("moat binary did not start listening");
+}
+
+/// SIGTERM, then the exit status and everything the process logged.
+async fn stop_binary(mut child: std::process::Child) -> std::process::Output {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::task::spawn_blocking(move || {
+        let _ = &mut child;
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// The shipped config, with the flags overriding listen and upstream, then SIGTERM: exit 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
+    let sink = Sink::start().await;
+    let dns = crate::support::dns::TestDns::fixtures(Vec::new()).await;
+    let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/moat.toml"));
+    let (child, mut c) = serve_binary(config, &sink, dns.addr, Some("info")).await;
     assert_eq!(c.greeting.code, 220);
     c.ehlo().await;
     let r = c
@@ -167,18 +198,7 @@ async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
         .await;
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(c.cmd("QUIT").await.code, 221);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = tokio::task::spawn_blocking(move || {
-        let _ = &mut child;
-        child.wait_with_output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out = stop_binary(child).await;
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{log}");
     // One summary line per transaction, with the upstream's reply in it.
@@ -275,12 +295,6 @@ async fn check_binary_json_and_exit_codes() {
 async fn json_transaction_log_line() {
     let sink = Sink::start().await;
     let dns = crate::support::dns::TestDns::fixtures(Vec::new()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("moat.toml");
     std::fs::write(
@@ -288,32 +302,7 @@ async fn json_transaction_log_line() {
         "[log]\nformat = \"json\"\n[metrics]\nlisten = \"\"\n[server]\nhostname = \"mx.moat.test\"\n",
     )
     .unwrap();
-    let mut child = moat_bin()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args([
-            "--listen",
-            &listen,
-            "--upstream",
-            &sink.addr.to_string(),
-            "--dns",
-            &dns.addr.to_string(),
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(tcp) = tokio::net::TcpStream::connect(&listen).await {
-            drop(tcp);
-            client = Some(crate::support::Client::connect(listen.parse().unwrap()).await);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let mut c = client.expect("moat binary did not start listening");
+    let (child, mut c) = serve_binary(&config, &sink, dns.addr, None).await;
     c.cmd("EHLO client.example").await;
     let r = c
         .send_message(
@@ -324,17 +313,7 @@ async fn json_transaction_log_line() {
         .await;
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(c.cmd("QUIT").await.code, 221);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        let _ = &mut child;
-        child.wait_with_output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out = stop_binary(child).await;
     let log = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<serde_json::Value> = log
         .lines()
