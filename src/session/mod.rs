@@ -871,15 +871,33 @@ impl Session {
     /// Opens the upstream session if needed, announces the client (XCLIENT/XFORWARD) and sends
     /// MAIL.
     async fn begin_upstream_transaction(&mut self, mail: &str) -> Result<Reply, UpstreamError> {
-        if !self.upstream.as_ref().is_some_and(Upstream::is_healthy) {
-            self.drop_upstream().await;
-            self.open_upstream().await?;
+        loop {
+            if !self.upstream.as_ref().is_some_and(Upstream::is_healthy) {
+                self.drop_upstream().await;
+                self.open_upstream().await?;
+            }
+            let untried = self
+                .upstream
+                .as_ref()
+                .is_some_and(Upstream::is_untried_from_pool);
+            let facts = self.client_facts();
+            let result = match self.upstream.as_mut() {
+                Some(up) => match up.prepare(&facts).await {
+                    Ok(()) => self.upstream_command(mail, "MAIL").await,
+                    Err(e) => Err(e),
+                },
+                None => self.upstream_command(mail, "MAIL").await,
+            };
+            match result {
+                // A pooled session the MTA closed while it was idle: the next pooled one, or
+                // a new connection once the pool is empty (which ends the loop).
+                Err(e) if untried && e.may_retry_on_new_connection() => {
+                    tracing::debug!(session = self.id, error = %e, "pooled upstream session was closed; trying another");
+                    self.drop_upstream().await;
+                }
+                other => return other,
+            }
         }
-        let facts = self.client_facts();
-        if let Some(up) = self.upstream.as_mut() {
-            up.prepare(&facts).await?;
-        }
-        self.upstream_command(mail, "MAIL").await
     }
 
     /// Sends a MAIL/RCPT line on the open upstream session.

@@ -230,6 +230,8 @@ pub struct Upstream {
     broken: bool,
     /// The HELO name and protocol last announced with XCLIENT.
     announced: Option<(Option<String>, &'static str)>,
+    /// Taken from the pool and not yet used for a command: the MTA may have closed it.
+    pooled: bool,
 }
 
 impl Upstream {
@@ -251,15 +253,25 @@ impl Upstream {
         client: &ClientFacts,
     ) -> Result<Upstream, UpstreamError> {
         while let Some(mut up) = settings.take_pooled() {
+            up.pooled = true;
             if settings.forwarding != Forwarding::Xclient {
                 return Ok(up);
             }
             match up.prepare(client).await {
                 Ok(()) => return Ok(up),
-                // The MTA closed it while idle: try the next one, then a new connection.
+                // The MTA closed it while idle, or will not take another XCLIENT on it: try the
+                // next one, then a new connection.
                 Err(e)
                     if e.may_retry_on_new_connection()
-                        || matches!(e, UpstreamError::Timeout { .. }) =>
+                        || matches!(
+                            e,
+                            UpstreamError::Timeout { .. }
+                                | UpstreamError::NoXclient
+                                | UpstreamError::Refused {
+                                    stage: "XCLIENT",
+                                    ..
+                                }
+                        ) =>
                 {
                     tracing::debug!(upstream = %settings.address, error = %e, "pooled upstream session unusable; dropped");
                 }
@@ -307,6 +319,7 @@ impl Upstream {
             caps: UpstreamCapabilities::default(),
             broken: false,
             announced: None,
+            pooled: false,
         };
         let greeting = up.read_reply("greeting", settings.command_timeout).await?;
         if greeting.code != 220 {
@@ -409,6 +422,12 @@ impl Upstream {
         &self.caps
     }
 
+    /// True when this session came from the pool and has not answered a command since: a
+    /// failure on it may only mean the MTA closed it while idle.
+    pub fn is_untried_from_pool(&self) -> bool {
+        self.pooled
+    }
+
     /// False once a failure made this session unusable.
     pub fn is_healthy(&self) -> bool {
         !self.broken
@@ -427,6 +446,7 @@ impl Upstream {
         let reply = self
             .read_reply(stage, self.settings.command_timeout)
             .await?;
+        self.pooled = false;
         if reply.code == 421 {
             // RFC 5321 3.8: the server is closing; the session cannot be used further.
             self.broken = true;
@@ -467,7 +487,12 @@ impl Upstream {
     /// pool is full or off. Its announced identity is forgotten, so the next client is always
     /// announced with XCLIENT before its first transaction.
     pub async fn release(mut self) {
-        if !self.broken && self.settings.pool_size > 0 {
+        // Postfix re-evaluates XCLIENT authorization for the client it names, so after XCLIENT
+        // it no longer offers (or accepts) another one: such a session cannot serve the next
+        // client. An MTA that still offers XCLIENT after its EHLO can be reused.
+        let reusable =
+            self.settings.forwarding != Forwarding::Xclient || self.caps.xclient.is_some();
+        if !self.broken && reusable && self.settings.pool_size > 0 {
             let settings = self.settings.clone();
             self.announced = None;
             let rejected = match settings.pool.lock() {

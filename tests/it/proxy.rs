@@ -288,6 +288,60 @@ async fn upstream_sessions_are_pooled_between_clients() {
     assert_eq!(sink.connections() - base, 2);
 }
 
+/// A pooled session the MTA closed while idle costs the next client nothing: moat notices at
+/// the first command (XFORWARD here) and uses a new connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_session_closed_by_the_mta_is_replaced() {
+    let sink = Sink::with(SinkOptions {
+        xclient: false,
+        xforward: true,
+        close_after_message: true,
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.upstream.forwarding = moat::config::Forwarding::Xforward)
+        .start()
+        .await;
+    for _ in 0..3 {
+        let mut c = moat.client().await;
+        c.ehlo().await;
+        let r = c
+            .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.messages().len(), 3);
+}
+
+/// Postfix does not offer XCLIENT again after XCLIENT (the named client is not an authorized
+/// host): those sessions are closed after use, and every client gets a session of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_pooling_when_the_mta_takes_xclient_once() {
+    let sink = Sink::with(SinkOptions {
+        xclient_once: true,
+        ..Default::default()
+    })
+    .await;
+    let moat = Moat::builder().upstream(&sink).start().await;
+    let base = sink.connections();
+    for i in 0..3 {
+        let mut c = moat.client().await;
+        c.ehlo().await;
+        let r = c
+            .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+        assert!(sink.messages()[i].xclient.is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sink.connections() - base, 3);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn xclient_carries_the_real_client() {
     let sink = Sink::start().await;

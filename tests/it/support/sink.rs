@@ -13,6 +13,12 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct SinkOptions {
     /// Offer XCLIENT.
     pub xclient: bool,
+    /// Close the connection right after answering a message (an MTA that drops idle
+    /// sessions; the client only finds out at its next command).
+    pub close_after_message: bool,
+    /// Like Postfix: after XCLIENT the session belongs to the named client, which is not an
+    /// authorized XCLIENT host, so XCLIENT is neither offered nor accepted again.
+    pub xclient_once: bool,
     /// Offer XFORWARD.
     pub xforward: bool,
     /// Offer DSN.
@@ -41,6 +47,8 @@ impl Default for SinkOptions {
     fn default() -> Self {
         SinkOptions {
             xclient: true,
+            xclient_once: false,
+            close_after_message: false,
             xforward: false,
             dsn: true,
             eight_bit: true,
@@ -134,6 +142,7 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
     let mut current = Received::default();
     let mut xclient = None;
     let mut xforward = None;
+    let mut close_now = false;
     if tcp.write_all(b"220 sink.test ESMTP\r\n").await.is_err() {
         return;
     }
@@ -162,7 +171,7 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             if opts.smtputf8 {
                 caps.push("250-SMTPUTF8".into());
             }
-            if opts.xclient {
+            if opts.xclient && !(opts.xclient_once && xclient.is_some()) {
                 caps.push("250-XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN".into());
             }
             if opts.xforward {
@@ -192,8 +201,12 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             buf.clear();
             continue;
         } else if upper.starts_with("XCLIENT") {
-            xclient = Some(line.clone());
-            "220 sink.test ESMTP".into()
+            if opts.xclient_once && xclient.is_some() {
+                "550 5.7.0 Error: insufficient authorization".into()
+            } else {
+                xclient = Some(line.clone());
+                "220 sink.test ESMTP".into()
+            }
         } else if upper.starts_with("XFORWARD") {
             xforward = Some(line.clone());
             "250 2.0.0 Ok".into()
@@ -242,6 +255,7 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             if reply.starts_with('2') {
                 l.messages.push(std::mem::take(&mut current));
             }
+            close_now = opts.close_after_message;
             reply
         } else if upper == "RSET" {
             current = Received::default();
@@ -258,6 +272,7 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             .write_all(format!("{reply}\r\n").as_bytes())
             .await
             .is_err()
+            || close_now
         {
             return;
         }
