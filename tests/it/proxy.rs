@@ -288,6 +288,18 @@ async fn upstream_sessions_are_pooled_between_clients() {
     assert_eq!(sink.connections() - base, 2);
 }
 
+/// A client session that sends one message and quits, as a short-lived MX client does.
+async fn one_message_session(moat: &Moat) {
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c
+        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    assert!(c.is_closed().await);
+}
+
 /// A pooled session the MTA closed while idle costs the next client nothing: moat notices at
 /// the first command (XFORWARD here) and uses a new connection.
 #[tokio::test(flavor = "multi_thread")]
@@ -305,13 +317,7 @@ async fn a_pooled_session_closed_by_the_mta_is_replaced() {
         .start()
         .await;
     for _ in 0..3 {
-        let mut c = moat.client().await;
-        c.ehlo().await;
-        let r = c
-            .send_message("a@example.test", &["b@example.test"], b"x\r\n")
-            .await;
-        assert_eq!(r.code, 250, "{r:?}");
-        assert_eq!(c.cmd("QUIT").await.code, 221);
+        one_message_session(&moat).await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(sink.messages().len(), 3);
@@ -329,13 +335,7 @@ async fn no_pooling_when_the_mta_takes_xclient_once() {
     let moat = Moat::builder().upstream(&sink).start().await;
     let base = sink.connections();
     for i in 0..3 {
-        let mut c = moat.client().await;
-        c.ehlo().await;
-        let r = c
-            .send_message("a@example.test", &["b@example.test"], b"x\r\n")
-            .await;
-        assert_eq!(r.code, 250, "{r:?}");
-        assert_eq!(c.cmd("QUIT").await.code, 221);
+        one_message_session(&moat).await;
         assert!(sink.messages()[i].xclient.is_some());
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
