@@ -74,14 +74,7 @@ impl TypeMeter {
     }
 
     fn record(&self, started: Instant, result: &'static str) {
-        METRICS
-            .dns_lookups
-            .with_label_values(&[self.zone, self.rtype, result])
-            .inc();
-        METRICS
-            .dns_duration
-            .with_label_values(&[self.zone, self.rtype])
-            .observe(started.elapsed().as_secs_f64());
+        record(self.zone, self.rtype, result, started);
     }
 
     fn started(&self, hash: u64) {

@@ -288,6 +288,23 @@ async fn upstream_sessions_are_pooled_between_clients() {
     assert_eq!(sink.connections() - base, 2);
 }
 
+/// An MTA with XFORWARD but no XCLIENT (the sink with `opts` otherwise), and moat set to
+/// `forwarding = "xforward"` in front of it.
+async fn xforward_upstream(opts: SinkOptions) -> (Sink, Moat) {
+    let sink = Sink::with(SinkOptions {
+        xclient: false,
+        xforward: true,
+        ..opts
+    })
+    .await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.upstream.forwarding = moat::config::Forwarding::Xforward)
+        .start()
+        .await;
+    (sink, moat)
+}
+
 /// A client session that sends one message and quits, as a short-lived MX client does.
 async fn one_message_session(moat: &Moat) {
     let mut c = moat.client().await;
@@ -304,18 +321,11 @@ async fn one_message_session(moat: &Moat) {
 /// the first command (XFORWARD here) and uses a new connection.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pooled_session_closed_by_the_mta_is_replaced() {
-    let sink = Sink::with(SinkOptions {
-        xclient: false,
-        xforward: true,
+    let (sink, moat) = xforward_upstream(SinkOptions {
         close_after_message: true,
         ..Default::default()
     })
     .await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| c.upstream.forwarding = moat::config::Forwarding::Xforward)
-        .start()
-        .await;
     for _ in 0..3 {
         one_message_session(&moat).await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -414,17 +424,7 @@ async fn upstream_without_xclient_is_a_tempfail() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn xforward_mode_for_mtas_without_xclient() {
-    let sink = Sink::with(SinkOptions {
-        xclient: false,
-        xforward: true,
-        ..Default::default()
-    })
-    .await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| c.upstream.forwarding = moat::config::Forwarding::Xforward)
-        .start()
-        .await;
+    let (sink, moat) = xforward_upstream(SinkOptions::default()).await;
     let mut c = moat.client().await;
     c.cmd("HELO old.example").await;
     let r = c
