@@ -2,7 +2,11 @@
 //! rules) over a directory of messages on all cores, with network checks off (no SPF/DKIM/
 //! DMARC/ARC lookups, no DNS lists), as Rspamd and SpamAssassin run in bench/scanner.sh.
 //!
-//!   cargo bench --ignore-rust-version --bench scan -- DIR [--threads N] [--passes P]
+//!   cargo bench --ignore-rust-version --bench scan -- DIR [--threads N] [--passes P] [--warmup DIR]
+//!
+//! The untimed warm-up pass reads `--warmup DIR` (default: DIR itself). Warming up on other
+//! messages than the measured ones keeps the regex engines' lazy DFAs from having seen the
+//! measured text already, as in a server where every message is new.
 //!
 //! Last line: one JSON object (messages, wall, msgs/s, CPU ms per message, rules loaded).
 
@@ -49,6 +53,7 @@ fn rules_without_lists() -> PathBuf {
 
 fn main() {
     let mut dir = None;
+    let mut warmup = None;
     let mut threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut passes = 1usize;
     let mut args = std::env::args().skip(1);
@@ -66,18 +71,23 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--passes P")
             }
+            "--warmup" => warmup = Some(PathBuf::from(args.next().expect("--warmup DIR"))),
             "--bench" => {}
             _ => dir = Some(PathBuf::from(a)),
         }
     }
     let dir = dir.expect("usage: scan DIR [--threads N] [--passes P]");
-    let files = moat::rules::files_under(&dir);
-    let messages: Vec<Vec<u8>> = files
-        .iter()
-        .filter_map(|f| std::fs::read(f).ok())
-        .map(moat::cli::check::to_crlf)
-        .collect();
-    assert!(!messages.is_empty(), "no messages in {}", dir.display());
+    let read_all = |dir: &Path| -> Vec<Vec<u8>> {
+        let messages: Vec<Vec<u8>> = moat::rules::files_under(dir)
+            .iter()
+            .filter_map(|f| std::fs::read(f).ok())
+            .map(moat::cli::check::to_crlf)
+            .collect();
+        assert!(!messages.is_empty(), "no messages in {}", dir.display());
+        messages
+    };
+    let messages = read_all(&dir);
+    let warmup = warmup.as_deref().map(read_all);
 
     let rules = rules_without_lists();
     let mut config = Config::parse("", Path::new("bench")).expect("config");
@@ -91,58 +101,72 @@ fn main() {
 
     let total = messages.len() * passes;
     let messages = Arc::new(messages);
-    let next = Arc::new(AtomicUsize::new(0));
+    let warmup = warmup.map(Arc::new).unwrap_or_else(|| messages.clone());
     let symbols = Arc::new(AtomicUsize::new(0));
-    let run = |total: usize| {
-        next.store(0, Ordering::Relaxed);
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let (messages, next, pipeline, symbols) = (
-                    messages.clone(),
-                    next.clone(),
-                    pipeline.clone(),
-                    symbols.clone(),
-                );
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    let unspecified: SocketAddr = "0.0.0.0:0".parse().expect("addr");
-                    let envelope = Envelope::new(unspecified, unspecified);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
-                            break;
-                        }
-                        let raw = &messages[i % messages.len()];
-                        let parsed = mail_parser::MessageParser::default().parse(&raw[..]);
-                        let input = StageInput {
-                            stage: Stage::Data,
-                            envelope: &envelope,
-                            recipient: None,
-                            message: parsed.as_ref().map(|p| MessageInput { raw, parsed: p }),
-                        };
-                        let mut facts = AuthFacts::default();
-                        let out = rt.block_on(pipeline.run(input, &mut facts));
-                        symbols.fetch_add(out.symbols.len(), Ordering::Relaxed);
+    // The same threads warm up and are then measured: the regex engines keep their lazy DFA
+    // caches per thread (as a server's worker threads do), so fresh threads would start cold.
+    let started = Arc::new(std::sync::Barrier::new(threads + 1));
+    let finished = Arc::new(std::sync::Barrier::new(threads + 1));
+    let (warm_next, next) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (messages, warmup, pipeline, symbols) = (
+                messages.clone(),
+                warmup.clone(),
+                pipeline.clone(),
+                symbols.clone(),
+            );
+            let (started, finished, warm_next, next) = (
+                started.clone(),
+                finished.clone(),
+                warm_next.clone(),
+                next.clone(),
+            );
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let unspecified: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+                let envelope = Envelope::new(unspecified, unspecified);
+                let scan = |raw: &[u8]| {
+                    let parsed = mail_parser::MessageParser::default().parse(raw);
+                    let input = StageInput {
+                        stage: Stage::Data,
+                        envelope: &envelope,
+                        recipient: None,
+                        message: parsed.as_ref().map(|p| MessageInput { raw, parsed: p }),
+                    };
+                    let mut facts = AuthFacts::default();
+                    rt.block_on(pipeline.run(input, &mut facts)).symbols.len()
+                };
+                // One untimed pass: the regex engines build their lazy DFA states on first
+                // use (the Rspamd and SpamAssassin runs warm up too).
+                while let Some(raw) = warmup.get(warm_next.fetch_add(1, Ordering::Relaxed)) {
+                    scan(raw);
+                }
+                started.wait();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
                     }
-                })
+                    let hit = scan(&messages[i % messages.len()]);
+                    symbols.fetch_add(hit, Ordering::Relaxed);
+                }
+                finished.wait();
             })
-            .collect();
-        for w in workers {
-            w.join().expect("worker");
-        }
-    };
-    // One untimed pass on the same threads: the regex engines build their lazy DFA states on
-    // first use (the Rspamd and SpamAssassin runs warm up too).
-    run(messages.len());
-    symbols.store(0, Ordering::Relaxed);
+        })
+        .collect();
+    started.wait();
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    run(total);
+    finished.wait();
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
+    for w in workers {
+        w.join().expect("worker");
+    }
     let mean_size = messages.iter().map(Vec::len).sum::<usize>() / messages.len();
     println!(
         "moat scan: {total} messages ({} files x {passes}), {threads} threads: {:.0} msgs/s, {:.3} ms CPU/msg, {} rules, mean size {mean_size} B",
