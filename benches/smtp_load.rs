@@ -6,6 +6,10 @@
 //!       --sessions 10 --messages 20000 [--per-conn 1] [--size 5120 | --corpus DIR ...]
 //!   cargo bench --ignore-rust-version --bench smtp_load -- --target ... --idle 10000 --hold 10
 //!
+//! `--rate R` paces the sessions to R messages per second in total (open loop: message i starts
+//! at i/R seconds), for latency at a fixed offered load rather than at saturation, where the
+//! figure is mostly time spent queueing for a core.
+//!
 //! The last line printed is one JSON object with the figures. Only loopback targets are
 //! accepted: the corpus holds live phishing.
 
@@ -26,10 +30,11 @@ struct Args {
     corpus: Vec<PathBuf>,
     idle: usize,
     hold: u64,
+    rate: f64,
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("smtp_load: {why}\nusage: smtp_load --target IP:PORT [--sessions N] [--messages N] [--per-conn N] [--size BYTES | --corpus DIR...] | --idle N [--hold SECS]");
+    eprintln!("smtp_load: {why}\nusage: smtp_load --target IP:PORT [--sessions N] [--messages N] [--per-conn N] [--rate MSGS_PER_S] [--size BYTES | --corpus DIR...] | --idle N [--hold SECS]");
     std::process::exit(2)
 }
 
@@ -43,6 +48,7 @@ fn parse_args() -> Args {
         corpus: Vec::new(),
         idle: 0,
         hold: 5,
+        rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,6 +69,7 @@ fn parse_args() -> Args {
             "--corpus" => a.corpus.push(PathBuf::from(val())),
             "--idle" => a.idle = num(val()),
             "--hold" => a.hold = num(val()) as u64,
+            "--rate" => a.rate = num(val()) as f64,
             // cargo bench passes --bench to harness=false targets.
             "--bench" => {}
             other => usage(&format!("unknown argument {other}")),
@@ -209,7 +216,7 @@ async fn run_send(a: &Args, bodies: Arc<Vec<Vec<u8>>>) -> serde_json::Value {
     let mut tasks = Vec::new();
     for _ in 0..a.sessions {
         let (next, tally, bodies) = (next.clone(), tally.clone(), bodies.clone());
-        let (target, total, per_conn) = (a.target, a.messages, a.per_conn);
+        let (target, total, per_conn, rate) = (a.target, a.messages, a.per_conn, a.rate);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut conn: Option<(Conn, usize)> = None;
@@ -217,6 +224,10 @@ async fn run_send(a: &Args, bodies: Arc<Vec<Vec<u8>>>) -> serde_json::Value {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;
+                }
+                if rate > 0.0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let (mut c, used) = match conn.take() {
                     Some(x) => x,
@@ -279,6 +290,7 @@ async fn run_send(a: &Args, bodies: Arc<Vec<Vec<u8>>>) -> serde_json::Value {
         "target": a.target.to_string(),
         "sessions": a.sessions,
         "per_conn": a.per_conn,
+        "offered_rate": a.rate,
         "messages": a.messages,
         "bodies": bodies.len(),
         "mean_size": bodies.iter().map(Vec::len).sum::<usize>() / bodies.len().max(1),
