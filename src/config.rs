@@ -60,6 +60,8 @@ pub struct Config {
     pub headers: HeadersConfig,
     /// The Prometheus and health endpoint.
     pub metrics: MetricsConfig,
+    /// Shared state for greylisting and rate limits.
+    pub store: StoreConfig,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -381,6 +383,59 @@ impl Default for AuthConfig {
     }
 }
 
+/// Which store backend holds the shared state.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// A redb file on local disk: nothing to install, one instance.
+    #[default]
+    Embedded,
+    /// A Redis server shared by several instances.
+    Redis,
+}
+
+/// What a stateful check does when the store fails.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreFailure {
+    /// Skip the check (with a symbol and a metric) and go on.
+    #[default]
+    Skip,
+    /// Answer 451 4.3.0 so the client retries later.
+    Tempfail,
+}
+
+/// `[store]`: the key-value store behind greylisting and rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `embedded` (default) or `redis`.
+    pub backend: StoreBackend,
+    /// The embedded database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Redis URL (`redis://[user:password@]host:port/db`).
+    pub url: String,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+    /// How long one store operation may take.
+    pub timeout: ConfigDuration,
+    /// What a check does when the store fails: `skip` or `tempfail`.
+    pub on_failure: StoreFailure,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Embedded,
+            path: PathBuf::from("/var/lib/moat/state.redb"),
+            url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "moat:".into(),
+            timeout: ConfigDuration(Duration::from_millis(500)),
+            on_failure: StoreFailure::Skip,
+        }
+    }
+}
+
 /// `[metrics]`: the HTTP endpoint for /metrics, /healthz and /readyz.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -521,6 +576,23 @@ impl Config {
             true,
         ) {
             bad("server.xforward_hosts", e.to_string());
+        }
+        if self.store.timeout.0.is_zero() {
+            bad("store.timeout", "must be more than 0".into());
+        }
+        match self.store.backend {
+            StoreBackend::Embedded if self.store.path.as_os_str().is_empty() => {
+                bad("store.path", "must name the database file".into())
+            }
+            StoreBackend::Redis => {
+                if let Err(e) = redis::Client::open(self.store.url.as_str()) {
+                    bad(
+                        "store.url",
+                        format!("{:?} is not a Redis URL: {e}", self.store.url),
+                    );
+                }
+            }
+            StoreBackend::Embedded => {}
         }
         if self.server.max_sessions == 0 {
             bad("server.max_sessions", "must be at least 1".into());
@@ -736,6 +808,34 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("moat.toml: tls.key:"), "{err}");
+    }
+
+    #[test]
+    fn store_settings_are_validated() {
+        let p = Path::new("moat.toml");
+        let c = Config::parse(
+            "[store]\nbackend = \"redis\"\nurl = \"http://nope\"\ntimeout = \"0ms\"\n",
+            p,
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("moat.toml: store.url: \"http://nope\" is not a Redis URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains("moat.toml: store.timeout: must be more than 0"),
+            "{err}"
+        );
+        let err = Config::parse("[store]\nbackend = \"memcached\"\n", p).unwrap_err();
+        assert!(err.to_string().contains("memcached"), "{err}");
+        let c = Config::parse(
+            "[store]\nbackend = \"redis\"\non_failure = \"tempfail\"\n",
+            p,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.store.on_failure, StoreFailure::Tempfail);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod smtp;
+pub mod store;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

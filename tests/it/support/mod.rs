@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod client;
 pub mod dns;
+pub mod redis;
 pub mod sink;
 
 use moat::config::Config;
