@@ -46,7 +46,19 @@ impl Embedded {
             std::fs::create_dir_all(dir)
                 .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| err(e.to_string()))?;
+        // A handle dropped a moment ago may still be finishing its background sync, which holds
+        // the file lock; wait for that briefly rather than fail a reopen.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let db = loop {
+            match Database::create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.map_err(|e| err(e.to_string()))?,
+            }
+        };
         // Create the table so that reads of a fresh database find it.
         let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
         tx.open_table(TABLE).map_err(|e| err(e.to_string()))?;
@@ -185,7 +197,7 @@ impl Inner {
 /// Makes writes durable every `SYNC_EVERY` and sweeps every `SWEEP_EVERY`, until the
 /// database is dropped.
 async fn maintain(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(SYNC_EVERY);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + SYNC_EVERY, SYNC_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sweeps = (SWEEP_EVERY.as_secs() / SYNC_EVERY.as_secs()).max(1);
     let mut n: u64 = 0;
