@@ -61,7 +61,7 @@ fn main() {
     config.rules.dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"));
     config.dns.nameservers = vec![server.addr.to_string()];
     config.auth.dns_failure = moat::config::DnsFailure::Score;
-    let pipeline = moat::server::build_pipeline(&config, "bench.moat").expect("pipeline");
+    let pipeline = moat::server::build_pipeline(&config, "bench.moat", None).expect("pipeline");
     let unspecified: SocketAddr = "0.0.0.0:0".parse().expect("addr");
     let envelope = Envelope::new(unspecified, unspecified);
 
@@ -97,6 +97,7 @@ fn main() {
                         raw: &raw,
                         parsed: &parsed,
                     }),
+                    score: 0.0,
                 };
                 let mut facts = AuthFacts::default();
                 let t = Instant::now();

@@ -96,7 +96,8 @@ fn main() {
     // Nothing may query DNS; an address where nothing listens makes any attempt fail at once.
     config.dns.nameservers = vec!["127.0.0.1:9".into()];
     let built = moat::rules::RuleSet::load(Some(&rules)).expect("rules");
-    let pipeline = Arc::new(moat::server::build_pipeline(&config, "bench.moat").expect("pipeline"));
+    let pipeline =
+        Arc::new(moat::server::build_pipeline(&config, "bench.moat", None).expect("pipeline"));
     let _ = std::fs::remove_dir_all(&rules);
 
     let total = messages.len() * passes;
@@ -136,6 +137,7 @@ fn main() {
                         envelope: &envelope,
                         recipient: None,
                         message: parsed.as_ref().map(|p| MessageInput { raw, parsed: p }),
+                        score: 0.0,
                     };
                     let mut facts = AuthFacts::default();
                     rt.block_on(pipeline.run(input, &mut facts)).symbols.len()

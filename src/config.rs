@@ -62,6 +62,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Shared state for greylisting and rate limits.
     pub store: StoreConfig,
+    /// Greylisting at RCPT.
+    pub greylist: GreylistConfig,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -436,6 +438,42 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[greylist]`: defer first-time (client, sender, recipient) triplets of suspicious mail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GreylistConfig {
+    /// Off by default: greylisting delays mail, so an admin turns it on knowingly.
+    pub enabled: bool,
+    /// How long a new triplet is deferred.
+    pub delay: ConfigDuration,
+    /// How long after the delay a retry is still accepted as the same triplet.
+    pub retry_window: ConfigDuration,
+    /// How long a triplet (and its sender domain from that network) passes without delay
+    /// after one successful retry.
+    pub lifetime: ConfigDuration,
+    /// Greylist only when the score so far (connect, HELO, MAIL checks) reaches this.
+    pub min_score: f64,
+    /// Client networks are compared by this IPv4 prefix (a provider retries from another
+    /// address of the same pool).
+    pub ipv4_prefix: u8,
+    /// The same for IPv6.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for GreylistConfig {
+    fn default() -> Self {
+        GreylistConfig {
+            enabled: false,
+            delay: ConfigDuration::secs(300),
+            retry_window: ConfigDuration::secs(4 * 3600),
+            lifetime: ConfigDuration::secs(36 * 86400),
+            min_score: 1.0,
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+        }
+    }
+}
+
 /// `[metrics]`: the HTTP endpoint for /metrics, /healthz and /readyz.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -471,7 +509,7 @@ impl Default for HeadersConfig {
     }
 }
 
-/// A duration written as `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a number of seconds.
+/// A duration written as `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"36d"` or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
 
@@ -494,6 +532,7 @@ impl ConfigDuration {
             "" | "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.checked_mul(60)?),
             "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "d" => Duration::from_secs(n.checked_mul(86400)?),
             _ => return None,
         };
         Some(ConfigDuration(d))
@@ -576,6 +615,15 @@ impl Config {
             true,
         ) {
             bad("server.xforward_hosts", e.to_string());
+        }
+        if self.greylist.ipv4_prefix > 32 {
+            bad("greylist.ipv4_prefix", "must be 0-32".into());
+        }
+        if self.greylist.ipv6_prefix > 128 {
+            bad("greylist.ipv6_prefix", "must be 0-128".into());
+        }
+        if self.greylist.retry_window.0.is_zero() {
+            bad("greylist.retry_window", "must be more than 0".into());
         }
         if self.store.timeout.0.is_zero() {
             bad("store.timeout", "must be more than 0".into());
@@ -786,6 +834,10 @@ mod tests {
             Duration::from_millis(250)
         );
         assert_eq!(ConfigDuration::parse("7"), Some(ConfigDuration::secs(7)));
+        assert_eq!(
+            ConfigDuration::parse("36d"),
+            Some(ConfigDuration::secs(36 * 86400))
+        );
         assert!(ConfigDuration::parse("5 weeks").is_none());
     }
 

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub check_duration: HistogramVec,
     /// Blocklist answers in 127.255.255.0/24 (the list refused the resolver), by `list`.
     pub dnsbl_blocked: IntCounterVec,
+    /// Greylisting decisions by `result` (deferred, passed, known).
+    pub greylist: IntCounterVec,
+    /// Failed store operations by `backend` (embedded, redis).
+    pub store_errors: IntCounterVec,
     /// Blocklist lookups by `list` and `result` (listed, not_listed, failed).
     pub dnsbl_lookups: IntCounterVec,
     /// Final scores of messages.
@@ -179,6 +183,18 @@ impl Metrics {
                 "moat_dnsbl_blocked_total",
                 "Blocklist answers saying the list refused our resolver",
                 &["list"],
+            ),
+            greylist: counter(
+                r,
+                "moat_greylist_total",
+                "Greylisting decisions (deferred, passed after the delay, known triplet)",
+                &["result"],
+            ),
+            store_errors: counter(
+                r,
+                "moat_store_errors_total",
+                "Store operations that failed or timed out; the check that needed them was skipped",
+                &["backend"],
             ),
             dnsbl_lookups: counter(
                 r,

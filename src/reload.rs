@@ -8,6 +8,7 @@
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
+use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -94,11 +95,16 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 }
 
 /// Builds a new pipeline from the config's rules; runs on the blocking pool (regex compiling).
-async fn rebuild(config: &Config, hostname: &str) -> Result<Pipeline, String> {
+async fn rebuild(
+    config: &Config,
+    hostname: &str,
+    store: Option<&Store>,
+) -> Result<Pipeline, String> {
     let config = config.clone();
     let hostname = hostname.to_string();
+    let store = store.cloned();
     tokio::task::spawn_blocking(move || {
-        crate::server::build_pipeline(&config, &hostname).map_err(|e| e.to_string())
+        crate::server::build_pipeline(&config, &hostname, store.as_ref()).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("reload task failed: {e}"))?
@@ -110,6 +116,7 @@ pub async fn run(
     rules: Arc<Rules>,
     config: Config,
     hostname: String,
+    store: Option<Store>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -135,7 +142,7 @@ pub async fn run(
             }
         }
         pending = false;
-        match rebuild(&config, &hostname).await {
+        match rebuild(&config, &hostname, store.as_ref()).await {
             Ok(p) => {
                 rules.swap(p);
                 rules.reloads_ok.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@ use crate::pipeline::{AuthStep, Pipeline};
 use crate::rules::RuleSet;
 use crate::session::SessionShared;
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub enum StartError {
     /// The resolver could not be built.
     #[error("{0}")]
     Dns(#[from] crate::dns::DnsError),
+    /// The state store could not be opened.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
     /// Some other config value is unusable.
     #[error("{0}")]
     Config(String),
@@ -35,7 +39,11 @@ pub enum StartError {
 
 /// Builds the symbol table, the resolver, the checks and the pipeline from a validated config
 /// (shared by `serve` and `check`, so both score alike).
-pub fn build_pipeline(config: &Config, hostname: &str) -> Result<Pipeline, StartError> {
+pub fn build_pipeline(
+    config: &Config,
+    hostname: &str,
+    store: Option<&Store>,
+) -> Result<Pipeline, StartError> {
     let rules = RuleSet::load(config.rules.dir.as_deref())?;
     rules.symbols.require(&crate::checks::emitted_symbols())?;
     let dns = Dns::new(&config.dns, None)?;
@@ -44,7 +52,7 @@ pub fn build_pipeline(config: &Config, hostname: &str) -> Result<Pipeline, Start
         host: hostname.to_string(),
         authserv_id: config.authserv_id(),
     });
-    let checks = crate::checks::build(config, &rules, &dns);
+    let checks = crate::checks::build(config, &rules, &dns, store);
     Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth).with_ruleset(rules.digest))
 }
 
@@ -109,7 +117,15 @@ impl Server {
                 tracing::warn!(upstream = %upstream.address, error = %e, "upstream not reachable at start-up; will retry per transaction")
             }
         }
-        let rules = crate::reload::Rules::new(build_pipeline(config, &hostname)?);
+        // Opened once for the process: reloads rebuild the checks around the same store.
+        let store = if config.greylist.enabled {
+            let store = Store::open(&config.store).await?;
+            tracing::info!(backend = store.backend(), "state store opened");
+            Some(store)
+        } else {
+            None
+        };
+        let rules = crate::reload::Rules::new(build_pipeline(config, &hostname, store.as_ref())?);
         tracing::info!(ruleset = %rules.current().ruleset(), dir = ?config.rules.dir, "rules loaded");
         let shared = Arc::new(SessionShared::new(
             config,
@@ -179,6 +195,7 @@ impl Server {
             rules.clone(),
             config.clone(),
             hostname.clone(),
+            store,
             config.rules.watch_interval.0,
             shutdown.subscribe(),
         ));

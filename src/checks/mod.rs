@@ -7,6 +7,7 @@ pub mod content;
 pub mod dkim;
 pub mod dmarc;
 pub mod dnsbl;
+pub mod greylist;
 pub mod lists;
 pub mod rdns;
 pub mod rules;
@@ -18,6 +19,7 @@ use crate::pipeline::Check;
 use crate::rules::dnsbl::ListKind;
 use crate::rules::lists::ListTarget;
 use crate::rules::RuleSet;
+use crate::store::Store;
 use std::sync::Arc;
 
 /// Every symbol name moat's checks can emit; `rules/symbols.toml` must define them all.
@@ -30,12 +32,18 @@ pub fn emitted_symbols() -> Vec<&'static str> {
         dmarc::SYMBOLS,
         content::SYMBOLS,
         lists::SYMBOLS,
+        greylist::SYMBOLS,
     ]
     .concat()
 }
 
 /// Builds every enabled check from the config, the rule set and the shared resolver.
-pub fn build(config: &Config, rules: &RuleSet, dns: &Dns) -> Vec<Arc<dyn Check>> {
+pub fn build(
+    config: &Config,
+    rules: &RuleSet,
+    dns: &Dns,
+    store: Option<&Store>,
+) -> Vec<Arc<dyn Check>> {
     let table = &rules.symbols;
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
     for target in [
@@ -71,6 +79,15 @@ pub fn build(config: &Config, rules: &RuleSet, dns: &Dns) -> Vec<Arc<dyn Check>>
         checks.push(Arc::new(dkim::Dkim::new(table.clone(), &config.auth)));
         checks.push(Arc::new(arc::ArcCheck::new(table.clone())));
         checks.push(Arc::new(dmarc::Dmarc::new(table.clone(), &config.auth)));
+    }
+    // Without a store (`moat check`, or greylisting off) there is nothing to remember with.
+    if let (true, Some(store)) = (config.greylist.enabled, store) {
+        checks.push(Arc::new(greylist::Greylist::new(
+            table.clone(),
+            store.clone(),
+            &config.greylist,
+            config.store.on_failure,
+        )));
     }
     checks
 }

@@ -104,7 +104,7 @@ fn read_message(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
 pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     let config = load_config(args)?;
     let hostname = config.hostname();
-    let pipeline = crate::server::build_pipeline(&config, &hostname)?;
+    let pipeline = crate::server::build_pipeline(&config, &hostname, None)?;
     let raw = read_message(args.file.as_ref())?;
 
     let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
@@ -122,14 +122,14 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     if args.client_ip.is_some() {
         card.extend(
             pipeline
-                .run(stage(Stage::Connect, &envelope), &mut facts)
+                .run(stage(Stage::Connect, &envelope, card.total()), &mut facts)
                 .await
                 .symbols,
         );
         if args.helo.is_some() {
             card.extend(
                 pipeline
-                    .run(stage(Stage::Helo, &envelope), &mut facts)
+                    .run(stage(Stage::Helo, &envelope, card.total()), &mut facts)
                     .await
                     .symbols,
             );
@@ -144,7 +144,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
             envelope.sender = Some(from.clone());
             card.extend(
                 pipeline
-                    .run(stage(Stage::Mail, &envelope), &mut facts)
+                    .run(stage(Stage::Mail, &envelope, card.total()), &mut facts)
                     .await
                     .symbols,
             );
@@ -157,7 +157,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     for r in &args.rcpt {
         let input = StageInput {
             recipient: Some(r),
-            ..stage(Stage::Rcpt, &envelope)
+            ..stage(Stage::Rcpt, &envelope, card.total())
         };
         card.extend(pipeline.run(input, &mut facts).await.symbols);
         envelope.recipients.push(r.clone());
@@ -171,7 +171,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
             raw: &raw,
             parsed: &parsed,
         }),
-        ..stage(Stage::Data, &envelope)
+        ..stage(Stage::Data, &envelope, card.total())
     };
     card.extend(pipeline.run(input, &mut facts).await.symbols);
 
@@ -211,12 +211,13 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     Ok(CheckReport { output, exit_code })
 }
 
-fn stage(stage: Stage, envelope: &Envelope) -> StageInput<'_> {
+fn stage(stage: Stage, envelope: &Envelope, score: f64) -> StageInput<'_> {
     StageInput {
         stage,
         envelope,
         recipient: None,
         message: None,
+        score,
     }
 }
 

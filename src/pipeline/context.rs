@@ -35,4 +35,6 @@ pub struct Context<'a> {
     pub message: Option<MessageInput<'a>>,
     /// SPF (from the mail stage on) and DKIM/ARC/DMARC (at the data stage).
     pub auth: &'a AuthFacts,
+    /// The score so far: the symbols of the earlier stages (greylisting spares low scores).
+    pub score: f64,
 }

@@ -79,6 +79,8 @@ pub struct StageInput<'a> {
     pub recipient: Option<&'a str>,
     /// The message, at the data stage.
     pub message: Option<MessageInput<'a>>,
+    /// The score of the symbols of the earlier stages (and the accepted recipients).
+    pub score: f64,
 }
 
 /// The sender-authentication step the pipeline runs before the checks of a stage.
@@ -152,6 +154,7 @@ impl Pipeline {
             recipient: input.recipient,
             message: input.message,
             auth: facts,
+            score: input.score,
         };
         self.run_checks(&ctx).await
     }
@@ -303,6 +306,7 @@ mod tests {
             envelope: &env,
             recipient: None,
             message: None,
+            score: 0.0,
         };
         let out = p.run(input, &mut AuthFacts::default()).await;
         assert_eq!(out.symbols.len(), 1);

@@ -996,6 +996,7 @@ impl Session {
             envelope: &self.envelope,
             recipient,
             message,
+            score: self.card.total(),
         };
         let started = Instant::now();
         let symbols = self.pipeline.run(input, &mut self.facts).await.symbols;

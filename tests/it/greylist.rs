@@ -1,0 +1,173 @@
+//! Greylisting at RCPT over SMTP: a new triplet is deferred with 451 4.7.1 and passes after
+//! the delay; a retry from another address of the same /24, or of the sender's SPF-authorized
+//! range, counts as the same client; low scores are spared; a store failure skips or defers
+//! as configured; and two instances sharing Redis share the greylist.
+
+use crate::support::redis::RedisServer;
+use crate::support::{crlf, Moat, Sink};
+use moat::config::{Config, ConfigDuration, StoreBackend, StoreFailure};
+use std::path::Path;
+use std::time::Duration;
+
+const DELAY: Duration = Duration::from_secs(1);
+
+/// Greylisting on for every score, 1 s delay, the embedded store in `dir`.
+fn greylist_on(c: &mut Config, dir: &Path) {
+    c.greylist.enabled = true;
+    c.greylist.delay = ConfigDuration(DELAY);
+    c.greylist.min_score = -100.0;
+    c.store.path = dir.join("state.redb");
+}
+
+async fn rcpt_from(moat: &Moat, source: &str, from: &str, to: &str) -> (u16, String) {
+    let mut c = crate::support::client::Client::connect_from(moat.addr, source).await;
+    c.ehlo().await;
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).await.code, 250);
+    let r = c.cmd(&format!("RCPT TO:<{to}>")).await;
+    c.cmd("QUIT").await;
+    (r.code, r.lines.join(" "))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_triplet_is_deferred_then_passes_after_the_delay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| greylist_on(c, dir.path()))
+        .start()
+        .await;
+    let (code, text) = rcpt_from(&moat, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 451, "{text}");
+    assert!(
+        text.contains("4.7.1 Greylisted, please try again in 1s"),
+        "{text}"
+    );
+    // Too early: still deferred, with the time left.
+    let (code, _) = rcpt_from(&moat, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 451);
+    tokio::time::sleep(DELAY + Duration::from_millis(200)).await;
+    // After the delay, from another address of the same /24: accepted and delivered.
+    let mut c = crate::support::client::Client::connect_from(moat.addr, "127.0.0.9").await;
+    c.ehlo().await;
+    let r = c
+        .send_message(
+            "a@example.test",
+            &["b@example.test"],
+            &crlf("Subject: retry\n\nhello\n"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    // A known triplet passes at once from then on; another recipient is a new triplet.
+    let mut c = crate::support::client::Client::connect_from(moat.addr, "127.0.0.5").await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<c@example.test>").await.code, 451);
+    assert_eq!(c.cmd("RSET").await.code, 250);
+    // Another /24 is another client.
+    let (code, _) = rcpt_from(&moat, "127.1.2.3", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 451);
+    // Only the accepted, delivered message reached the MTA; the deferred RCPTs never did.
+    let msgs = sink.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].rcpts, vec!["RCPT TO:<b@example.test>".to_string()]);
+    let metrics = moat::metrics::METRICS.render();
+    assert!(
+        metrics.contains("moat_greylist_total{result=\"deferred\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spf_authorized_pool_retries_from_another_network() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| greylist_on(c, dir.path()))
+        .start()
+        .await;
+    // list.test authorizes 127.0.0.0/8 in SPF: its mail is keyed by the domain, not the /24.
+    let (code, _) = rcpt_from(&moat, "127.0.0.5", "x@list.test", "b@example.test").await;
+    assert_eq!(code, 451);
+    tokio::time::sleep(DELAY + Duration::from_millis(200)).await;
+    let (code, text) = rcpt_from(&moat, "127.1.2.3", "x@list.test", "b@example.test").await;
+    assert_eq!(code, 250, "another /24 of the SPF-authorized pool: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn low_scores_are_not_greylisted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            greylist_on(c, dir.path());
+            c.greylist.min_score = 5.0;
+        })
+        .start()
+        .await;
+    let (code, text) = rcpt_from(&moat, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 250, "score below min_score: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_store_skips_or_defers_as_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start().await;
+    // Nothing listens on port 1: every Redis operation fails.
+    let broken = |c: &mut Config, on_failure| {
+        greylist_on(c, dir.path());
+        c.store.backend = StoreBackend::Redis;
+        c.store.url = "redis://127.0.0.1:1/0".into();
+        c.store.timeout = ConfigDuration(Duration::from_millis(300));
+        c.store.on_failure = on_failure;
+    };
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| broken(c, StoreFailure::Skip))
+        .start()
+        .await;
+    let (code, text) = rcpt_from(&moat, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 250, "skip: the mail goes on: {text}");
+    let metrics = moat::metrics::METRICS.render();
+    assert!(
+        metrics.contains("moat_store_errors_total{backend=\"redis\"}"),
+        "{metrics}"
+    );
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| broken(c, StoreFailure::Tempfail))
+        .start()
+        .await;
+    let (code, text) = rcpt_from(&moat, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 451, "{text}");
+    assert!(text.contains("4.3.0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_greylist_through_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start().await;
+    let shared = |c: &mut Config| {
+        greylist_on(c, dir.path());
+        c.store.backend = StoreBackend::Redis;
+        c.store.url = redis.url.clone();
+    };
+    let a = Moat::builder().upstream(&sink).with(shared).start().await;
+    let b = Moat::builder().upstream(&sink).with(shared).start().await;
+    let (code, _) = rcpt_from(&a, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 451, "A greylists the new triplet");
+    let (code, _) = rcpt_from(&b, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 451, "B knows it is new and too early");
+    tokio::time::sleep(DELAY + Duration::from_millis(200)).await;
+    let (code, text) = rcpt_from(&b, "127.0.0.5", "a@example.test", "b@example.test").await;
+    assert_eq!(
+        code, 250,
+        "B lets the retry through after A's delay: {text}"
+    );
+}
