@@ -64,6 +64,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Greylisting at RCPT.
     pub greylist: GreylistConfig,
+    /// Rate limits at RCPT (`[[ratelimit]]`, any number).
+    pub ratelimit: Vec<RateLimitConfig>,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -474,6 +476,49 @@ impl Default for GreylistConfig {
     }
 }
 
+/// What a rate limit counts by.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    /// The client's IP address.
+    Ip,
+    /// The envelope sender address (`<>` counts as one sender).
+    Sender,
+    /// The envelope sender's domain.
+    SenderDomain,
+    /// The recipient address.
+    Recipient,
+}
+
+/// The reply when a rate limit is exceeded.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum RateReply {
+    /// 452 4.7.28: too many recipients for now (the client may try the rest later).
+    #[default]
+    #[serde(rename = "452")]
+    TooMany,
+    /// 451 4.7.1: try again later.
+    #[serde(rename = "451")]
+    Later,
+}
+
+/// One `[[ratelimit]]`: at most `limit` recipients per `window` for each value of `key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// A name for logs and the symbol's detail, e.g. "per-ip".
+    pub name: String,
+    /// What is counted by.
+    pub key: RateKey,
+    /// Recipients allowed per window.
+    pub limit: u64,
+    /// The sliding window.
+    pub window: ConfigDuration,
+    /// `"452"` (default) or `"451"`.
+    #[serde(default)]
+    pub reply: RateReply,
+}
+
 /// `[metrics]`: the HTTP endpoint for /metrics, /healthz and /readyz.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -624,6 +669,32 @@ impl Config {
         }
         if self.greylist.retry_window.0.is_zero() {
             bad("greylist.retry_window", "must be more than 0".into());
+        }
+        for (i, r) in self.ratelimit.iter().enumerate() {
+            if r.name.is_empty() || r.name.contains(char::is_whitespace) {
+                bad(&format!("ratelimit[{i}].name"), "must be one word".into());
+            }
+            if self.ratelimit[..i].iter().any(|o| o.name == r.name) {
+                bad(
+                    &format!("ratelimit[{i}].name"),
+                    format!(
+                        "{:?} is used twice (limits with one name share a count)",
+                        r.name
+                    ),
+                );
+            }
+            if r.limit == 0 {
+                bad(
+                    &format!("ratelimit[{i}].limit"),
+                    "must be at least 1".into(),
+                );
+            }
+            if r.window.0 < Duration::from_secs(1) {
+                bad(
+                    &format!("ratelimit[{i}].window"),
+                    "must be at least 1s".into(),
+                );
+            }
         }
         if self.store.timeout.0.is_zero() {
             bad("store.timeout", "must be more than 0".into());

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub greylist: IntCounterVec,
     /// Failed store operations by `backend` (embedded, redis).
     pub store_errors: IntCounterVec,
+    /// Recipients deferred by a rate limit, by the limit's `name`.
+    pub ratelimited: IntCounterVec,
     /// Blocklist lookups by `list` and `result` (listed, not_listed, failed).
     pub dnsbl_lookups: IntCounterVec,
     /// Final scores of messages.
@@ -189,6 +191,12 @@ impl Metrics {
                 "moat_greylist_total",
                 "Greylisting decisions (deferred, passed after the delay, known triplet)",
                 &["result"],
+            ),
+            ratelimited: counter(
+                r,
+                "moat_ratelimited_total",
+                "Recipients deferred because a rate limit was exceeded",
+                &["name"],
             ),
             store_errors: counter(
                 r,

@@ -118,7 +118,7 @@ impl Server {
             }
         }
         // Opened once for the process: reloads rebuild the checks around the same store.
-        let store = if config.greylist.enabled {
+        let store = if config.greylist.enabled || !config.ratelimit.is_empty() {
             let store = Store::open(&config.store).await?;
             tracing::info!(backend = store.backend(), "state store opened");
             Some(store)

@@ -75,26 +75,6 @@ impl Greylist {
             )
     }
 
-    fn failed(&self, e: &StoreError) -> Symbol {
-        crate::metrics::METRICS
-            .store_errors
-            .with_label_values(&[self.store.backend()])
-            .inc();
-        tracing::warn!(check = "greylist", error = %e, "store failed; greylisting skipped");
-        let s = self.symbol("STORE_FAIL", e.to_string());
-        match self.on_failure {
-            StoreFailure::Skip => s,
-            StoreFailure::Tempfail => s.forcing(
-                Action::Tempfail,
-                Some(Reply::new(
-                    451,
-                    Enhanced(4, 3, 0),
-                    "Temporary local problem, please try again later",
-                )),
-            ),
-        }
-    }
-
     async fn decide(&self, ctx: &Context<'_>, rcpt: &str) -> Result<Symbol, StoreError> {
         let sender = ctx.envelope.sender.as_deref().unwrap_or("");
         let key = format!(
@@ -182,7 +162,13 @@ impl Check for Greylist {
             }
             match self.decide(ctx, rcpt).await {
                 Ok(s) => vec![s],
-                Err(e) => vec![self.failed(&e)],
+                Err(e) => vec![super::store_failed(
+                    &self.table,
+                    &self.store,
+                    self.on_failure,
+                    "greylist",
+                    &e,
+                )],
             }
         })
     }

@@ -9,17 +9,22 @@ pub mod dmarc;
 pub mod dnsbl;
 pub mod greylist;
 pub mod lists;
+pub mod ratelimit;
 pub mod rdns;
 pub mod rules;
 pub mod spf;
 
 use crate::config::Config;
+use crate::config::StoreFailure;
 use crate::dns::Dns;
 use crate::pipeline::Check;
+use crate::pipeline::{Action, Stage, Symbol};
 use crate::rules::dnsbl::ListKind;
 use crate::rules::lists::ListTarget;
 use crate::rules::RuleSet;
-use crate::store::Store;
+use crate::rules::SymbolTable;
+use crate::smtp::reply::{Enhanced, Reply};
+use crate::store::{Store, StoreError};
 use std::sync::Arc;
 
 /// Every symbol name moat's checks can emit; `rules/symbols.toml` must define them all.
@@ -33,8 +38,42 @@ pub fn emitted_symbols() -> Vec<&'static str> {
         content::SYMBOLS,
         lists::SYMBOLS,
         greylist::SYMBOLS,
+        ratelimit::SYMBOLS,
     ]
     .concat()
+}
+
+/// The symbol for a store operation that failed: STORE_FAIL, which skips the check, or with
+/// `store.on_failure = "tempfail"` defers with 451 4.3.0. A store failure never rejects.
+pub(crate) fn store_failed(
+    table: &SymbolTable,
+    store: &Store,
+    on_failure: StoreFailure,
+    check: &'static str,
+    error: &StoreError,
+) -> Symbol {
+    crate::metrics::METRICS
+        .store_errors
+        .with_label_values(&[store.backend()])
+        .inc();
+    tracing::warn!(check, backend = store.backend(), %error, "store failed; check skipped");
+    let s = Symbol::new(
+        table,
+        "STORE_FAIL",
+        Stage::Rcpt,
+        Some(format!("{check}: {error}")),
+    );
+    match on_failure {
+        StoreFailure::Skip => s,
+        StoreFailure::Tempfail => s.forcing(
+            Action::Tempfail,
+            Some(Reply::new(
+                451,
+                Enhanced(4, 3, 0),
+                "Temporary local problem, please try again later",
+            )),
+        ),
+    }
 }
 
 /// Builds every enabled check from the config, the rule set and the shared resolver.
@@ -86,6 +125,14 @@ pub fn build(
             table.clone(),
             store.clone(),
             &config.greylist,
+            config.store.on_failure,
+        )));
+    }
+    if let (false, Some(store)) = (config.ratelimit.is_empty(), store) {
+        checks.push(Arc::new(ratelimit::RateLimits::new(
+            table.clone(),
+            store.clone(),
+            &config.ratelimit,
             config.store.on_failure,
         )));
     }
