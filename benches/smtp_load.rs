@@ -175,25 +175,28 @@ impl Conn {
         self.reply().await
     }
 
-    /// One transaction; returns the final reply code and the end-of-data latency.
-    async fn send(&mut self, body: &[u8]) -> std::io::Result<(u16, Duration)> {
+    /// One transaction; returns the final reply code, the end-of-data latency and the RCPT
+    /// latency.
+    async fn send(&mut self, body: &[u8]) -> std::io::Result<(u16, Duration, Duration)> {
         let code = self.cmd(b"MAIL FROM:<sender@bench.local>\r\n").await?;
         if code != 250 {
-            return Ok((code, Duration::ZERO));
+            return Ok((code, Duration::ZERO, Duration::ZERO));
         }
+        let t = Instant::now();
         let code = self.cmd(b"RCPT TO:<rcpt@example.net>\r\n").await?;
+        let rcpt = t.elapsed();
         if code != 250 {
             self.cmd(b"RSET\r\n").await?;
-            return Ok((code, Duration::ZERO));
+            return Ok((code, Duration::ZERO, rcpt));
         }
         let code = self.cmd(b"DATA\r\n").await?;
         if code != 354 {
-            return Ok((code, Duration::ZERO));
+            return Ok((code, Duration::ZERO, rcpt));
         }
         self.w.write_all(body).await?;
         let t = Instant::now();
         let code = self.reply().await?;
-        Ok((code, t.elapsed()))
+        Ok((code, t.elapsed(), rcpt))
     }
 
     async fn quit(mut self) {
@@ -219,6 +222,7 @@ async fn run_send(a: &Args, bodies: Arc<Vec<Vec<u8>>>) -> serde_json::Value {
         let (target, total, per_conn, rate) = (a.target, a.messages, a.per_conn, a.rate);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
+            let mut rcpt_lat = Vec::new();
             let mut conn: Option<(Conn, usize)> = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +244,8 @@ async fn run_send(a: &Args, bodies: Arc<Vec<Vec<u8>>>) -> serde_json::Value {
                     },
                 };
                 match c.send(&bodies[i % bodies.len()]).await {
-                    Ok((code, d)) => {
+                    Ok((code, d, rcpt)) => {
+                        rcpt_lat.push(rcpt);
                         let slot = match code / 100 {
                             2 => &tally.ok,
                             4 => &tally.temp,
@@ -264,24 +269,27 @@ async fn run_send(a: &Args, bodies: Arc<Vec<Vec<u8>>>) -> serde_json::Value {
             if let Some((c, _)) = conn {
                 c.quit().await;
             }
-            lat
+            (lat, rcpt_lat)
         }));
     }
-    let mut lat: Vec<Duration> = Vec::new();
+    let (mut lat, mut rcpt_lat): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
     for t in tasks {
-        if let Ok(l) = t.await {
+        if let Ok((l, r)) = t.await {
             lat.extend(l);
+            rcpt_lat.extend(r);
         }
     }
     let wall = start.elapsed().as_secs_f64();
     lat.sort();
-    let pct = |p: f64| -> f64 {
+    rcpt_lat.sort();
+    let pct_of = |lat: &[Duration], p: f64| -> f64 {
         if lat.is_empty() {
             return 0.0;
         }
         let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
         lat[i].as_secs_f64() * 1000.0
     };
+    let pct = |p: f64| pct_of(&lat, p);
     let done = tally.ok.load(Ordering::Relaxed)
         + tally.temp.load(Ordering::Relaxed)
         + tally.perm.load(Ordering::Relaxed);
@@ -303,6 +311,8 @@ async fn run_send(a: &Args, bodies: Arc<Vec<Vec<u8>>>) -> serde_json::Value {
         "eod_ms_p50": pct(0.50),
         "eod_ms_p90": pct(0.90),
         "eod_ms_p99": pct(0.99),
+        "rcpt_ms_p50": pct_of(&rcpt_lat, 0.50),
+        "rcpt_ms_p99": pct_of(&rcpt_lat, 0.99),
     })
 }
 
