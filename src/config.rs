@@ -460,6 +460,9 @@ pub struct GreylistConfig {
     pub ipv4_prefix: u8,
     /// The same for IPv6.
     pub ipv6_prefix: u8,
+    /// An SPF-authenticated sender domain that once passed greylisting skips it for
+    /// `lifetime`, for every recipient (a good history).
+    pub trust_spf_history: bool,
 }
 
 impl Default for GreylistConfig {
@@ -472,6 +475,7 @@ impl Default for GreylistConfig {
             min_score: 1.0,
             ipv4_prefix: 24,
             ipv6_prefix: 64,
+            trust_spf_history: true,
         }
     }
 }

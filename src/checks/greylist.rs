@@ -77,12 +77,21 @@ impl Greylist {
 
     async fn decide(&self, ctx: &Context<'_>, rcpt: &str) -> Result<Symbol, StoreError> {
         let sender = ctx.envelope.sender.as_deref().unwrap_or("");
+        let client = self.client_key(ctx);
         let key = format!(
-            "gl:{}:{}:{}",
-            self.client_key(ctx),
+            "gl:t:{client}:{}:{}",
             sender.to_ascii_lowercase(),
             rcpt.to_ascii_lowercase()
         );
+        let history = format!("gl:good:{client}");
+        let trusted = self.config.trust_spf_history && client.starts_with("spf:");
+        if trusted && self.store.get(&history).await?.is_some() {
+            crate::metrics::METRICS
+                .greylist
+                .with_label_values(&["known"])
+                .inc();
+            return Ok(self.symbol("GREYLIST_PASS", format!("{client} has passed before")));
+        }
         let now = crate::store::unix_millis() / 1000;
         let delay = self.config.delay.0;
         let seen = self.store.get(&key).await?;
@@ -105,6 +114,11 @@ impl Greylist {
                 let waited = Duration::from_secs(now.saturating_sub(first));
                 if waited >= delay {
                     self.store.set(&key, PASSED, self.config.lifetime.0).await?;
+                    if trusted {
+                        self.store
+                            .set(&history, PASSED, self.config.lifetime.0)
+                            .await?;
+                    }
                     count("passed");
                     Ok(self.symbol(
                         "GREYLIST_PASS",

@@ -94,6 +94,29 @@ async fn spf_authorized_pool_retries_from_another_network() {
     tokio::time::sleep(DELAY + Duration::from_millis(200)).await;
     let (code, text) = rcpt_from(&moat, "127.1.2.3", "x@list.test", "b@example.test").await;
     assert_eq!(code, 250, "another /24 of the SPF-authorized pool: {text}");
+    // The domain now has a good history: a new recipient passes at once.
+    let (code, text) = rcpt_from(&moat, "127.0.0.5", "y@list.test", "new@example.test").await;
+    assert_eq!(code, 250, "trusted SPF history: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_listed_clients_are_never_greylisted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules-lists");
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            greylist_on(c, dir.path());
+            c.rules.dir = Some(rules);
+        })
+        .start()
+        .await;
+    // 127.0.0.3 is on lists/allow_ip.txt; its neighbour is not.
+    let (code, text) = rcpt_from(&moat, "127.0.0.3", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 250, "{text}");
+    let (code, _) = rcpt_from(&moat, "127.0.0.4", "a@example.test", "b@example.test").await;
+    assert_eq!(code, 451);
 }
 
 #[tokio::test(flavor = "multi_thread")]
