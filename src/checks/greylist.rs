@@ -63,7 +63,7 @@ impl Greylist {
     }
 
     fn deferred(&self, wait: Duration) -> Symbol {
-        let secs = wait.as_secs().max(1);
+        let secs = (wait.as_millis() as u64).div_ceil(1000).max(1);
         self.symbol("GREYLIST", format!("retry in {secs}s"))
             .forcing(
                 Action::Tempfail,
@@ -92,7 +92,9 @@ impl Greylist {
                 .inc();
             return Ok(self.symbol("GREYLIST_PASS", format!("{client} has passed before")));
         }
-        let now = crate::store::unix_millis() / 1000;
+        // Milliseconds: whole seconds would let a retry 1 ms after a second boundary count
+        // as a second later.
+        let now = crate::store::unix_millis();
         let delay = self.config.delay.0;
         let seen = self.store.get(&key).await?;
         let count = |result: &str| {
@@ -111,7 +113,7 @@ impl Greylist {
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(now);
-                let waited = Duration::from_secs(now.saturating_sub(first));
+                let waited = Duration::from_millis(now.saturating_sub(first));
                 if waited >= delay {
                     self.store.set(&key, PASSED, self.config.lifetime.0).await?;
                     if trusted {

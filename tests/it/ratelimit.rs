@@ -1,8 +1,7 @@
-//! Rate limits at RCPT over SMTP: recipients counted per client IP, sender domain or
+//! Rate limits at RCPT over SMTP: recipients counted per client IP, sender, sender domain or
 //! recipient; past the limit 452 4.7.28 (or 451 4.7.1) for that recipient only; counts shared
 //! by two instances through Redis.
 
-use crate::support::client::Client;
 use crate::support::redis::RedisServer;
 use crate::support::{Moat, Sink};
 use moat::config::{Config, ConfigDuration, RateKey, RateLimitConfig, RateReply, StoreBackend};
@@ -25,33 +24,28 @@ fn with_limits(c: &mut Config, dir: &Path, limits: Vec<RateLimitConfig>) {
 
 /// RCPT codes for `rcpts` in one transaction from `source`.
 async fn rcpts(moat: &Moat, source: &str, from: &str, rcpts: &[&str]) -> Vec<(u16, String)> {
-    let mut c = Client::connect_from(moat.addr, source).await;
-    c.ehlo().await;
-    assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).await.code, 250);
-    let mut out = Vec::new();
-    for r in rcpts {
-        let reply = c.cmd(&format!("RCPT TO:<{r}>")).await;
-        out.push((reply.code, reply.lines.join(" ")));
-    }
-    c.cmd("QUIT").await;
-    out
+    moat.rcpt_replies(source, from, rcpts).await
+}
+
+/// moat with `limits` on the embedded store in `dir`.
+async fn limited(dir: &Path, sink: &Sink, limits: Vec<RateLimitConfig>) -> Moat {
+    Moat::builder()
+        .upstream(sink)
+        .with(|c| with_limits(c, dir, limits))
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_ip_limit_defers_the_recipients_past_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| {
-            with_limits(
-                c,
-                dir.path(),
-                vec![limit("per-ip", RateKey::Ip, 2, RateReply::TooMany)],
-            )
-        })
-        .start()
-        .await;
+    let moat = limited(
+        dir.path(),
+        &sink,
+        vec![limit("per-ip", RateKey::Ip, 2, RateReply::TooMany)],
+    )
+    .await;
     let got = rcpts(
         &moat,
         "127.0.0.5",
@@ -79,20 +73,16 @@ async fn per_ip_limit_defers_the_recipients_past_it() {
 async fn sender_domain_and_recipient_limits_across_clients() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| {
-            with_limits(
-                c,
-                dir.path(),
-                vec![
-                    limit("domain", RateKey::SenderDomain, 2, RateReply::Later),
-                    limit("rcpt", RateKey::Recipient, 3, RateReply::TooMany),
-                ],
-            )
-        })
-        .start()
-        .await;
+    let moat = limited(
+        dir.path(),
+        &sink,
+        vec![
+            limit("domain", RateKey::SenderDomain, 2, RateReply::Later),
+            limit("rcpt", RateKey::Recipient, 3, RateReply::TooMany),
+            limit("sender", RateKey::Sender, 1, RateReply::TooMany),
+        ],
+    )
+    .await;
     // Two clients, one sender domain: the third recipient overall is deferred, with 451.
     assert_eq!(
         rcpts(&moat, "127.0.0.5", "a@bulk.test", &["x@example.test"]).await[0].0,
@@ -117,6 +107,9 @@ async fn sender_domain_and_recipient_limits_across_clients() {
         rcpts(&moat, "127.0.0.8", "s3@three.test", &["x@example.test"]).await[0].0,
         452
     );
+    // One recipient per sender address: s1's second one is deferred, its domain is not over.
+    let second = rcpts(&moat, "127.0.0.9", "S1@one.test", &["w@example.test"]).await;
+    assert_eq!(second[0].0, 452, "{:?}", second[0]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -80,6 +80,26 @@ impl Moat {
     pub async fn client(&self) -> Client {
         Client::connect(self.addr).await
     }
+
+    /// The codes and texts of the replies to RCPT TO for `rcpts` in one transaction from the
+    /// loopback address `source` (e.g. 127.0.0.5), which then quits.
+    pub async fn rcpt_replies(
+        &self,
+        source: &str,
+        from: &str,
+        rcpts: &[&str],
+    ) -> Vec<(u16, String)> {
+        let mut c = Client::connect_from(self.addr, source).await;
+        c.ehlo().await;
+        assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).await.code, 250);
+        let mut out = Vec::new();
+        for r in rcpts {
+            let reply = c.cmd(&format!("RCPT TO:<{r}>")).await;
+            out.push((reply.code, reply.lines.join(" ")));
+        }
+        c.cmd("QUIT").await;
+        out
+    }
 }
 
 impl MoatBuilder {
