@@ -45,6 +45,28 @@ pub fn build_pipeline(
     store: Option<&Store>,
 ) -> Result<Pipeline, StartError> {
     let rules = RuleSet::load(config.rules.dir.as_deref())?;
+    assemble(config, hostname, store, rules)
+}
+
+/// The pipeline for offline corpus work (`moat eval`): content rules, lists and MIME checks
+/// only. No DNS is asked (no blocklists, no sender authentication, no store), so a run needs
+/// no network and scores the same messages the same way every time.
+pub fn build_offline_pipeline(config: &Config) -> Result<Pipeline, StartError> {
+    let mut rules = RuleSet::load(config.rules.dir.as_deref())?;
+    rules.dnsbl.clear();
+    let mut config = config.clone();
+    config.auth.enabled = false;
+    config.greylist.enabled = false;
+    config.ratelimit.clear();
+    assemble(&config, "offline.moat", None, rules)
+}
+
+fn assemble(
+    config: &Config,
+    hostname: &str,
+    store: Option<&Store>,
+    rules: RuleSet,
+) -> Result<Pipeline, StartError> {
     rules.symbols.require(&crate::checks::emitted_symbols())?;
     let dns = Dns::new(&config.dns, None)?;
     let auth = config.auth.enabled.then(|| AuthStep {

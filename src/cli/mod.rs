@@ -1,4 +1,5 @@
 //! The offline commands: the same pipeline and verdict as `serve`, without sockets to clients.
 
 pub mod check;
+pub mod eval;
 pub mod lint;
