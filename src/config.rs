@@ -66,6 +66,8 @@ pub struct Config {
     pub greylist: GreylistConfig,
     /// Rate limits at RCPT (`[[ratelimit]]`, any number).
     pub ratelimit: Vec<RateLimitConfig>,
+    /// Copies of messages refused at DATA.
+    pub quarantine: QuarantineConfig,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -521,6 +523,34 @@ pub struct RateLimitConfig {
     /// `"452"` (default) or `"451"`.
     #[serde(default)]
     pub reply: RateReply,
+}
+
+/// `[quarantine]`: keep messages refused at end of data, to inspect or release them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Off by default.
+    pub enabled: bool,
+    /// Where the messages (`ID.eml`) and their records (`ID.json`) go; created if missing.
+    pub dir: PathBuf,
+    /// Most megabytes kept; the oldest entries go first.
+    pub max_size_mb: u64,
+    /// Entries older than this are removed.
+    pub max_age: ConfigDuration,
+    /// Also keep tempfailed messages (the sender retries them anyway).
+    pub tempfail: bool,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/moat/quarantine"),
+            max_size_mb: 1024,
+            max_age: ConfigDuration::secs(30 * 86400),
+            tempfail: false,
+        }
+    }
 }
 
 /// `[metrics]`: the HTTP endpoint for /metrics, /healthz and /readyz.

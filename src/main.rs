@@ -70,6 +70,14 @@ enum Commands {
         /// The message file; `-` or nothing reads standard input.
         file: Option<PathBuf>,
     },
+    /// The messages kept by [quarantine]: list them, show one, or release one to the MTA.
+    Quarantine {
+        /// Config file.
+        #[arg(long, short, default_value = "config/moat.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// Score folders of known ham and spam offline and report what the rules would do.
     ///
     /// Content rules, lists and MIME checks only (no DNS: no blocklists, no SPF/DKIM/DMARC).
@@ -103,9 +111,61 @@ enum Commands {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum QuarantineAction {
+    /// One line per kept message, oldest first.
+    List {
+        /// Print a JSON array of the records instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The record (why it was refused) and the message.
+    Show {
+        /// The message's id (from `list`).
+        id: String,
+    },
+    /// Send the message to the MTA with its original envelope; removed once accepted.
+    Release {
+        /// The message's id (from `list`).
+        id: String,
+    },
+}
+
+fn quarantine(config: PathBuf, action: QuarantineAction) -> ExitCode {
+    let config = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("moat: configuration error:\n{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match action {
+        QuarantineAction::List { json } => moat::cli::quarantine::list(&config, json),
+        QuarantineAction::Show { id } => moat::cli::quarantine::show(&config, &id),
+        QuarantineAction::Release { id } => {
+            let Some(rt) = runtime() else {
+                return ExitCode::from(2);
+            };
+            rt.block_on(moat::cli::quarantine::release(&config, &id))
+                .map(|reply| format!("released {id}: {reply}\n"))
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("moat quarantine: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Commands::Quarantine { config, action } => quarantine(config, action),
         Commands::Eval {
             ham,
             spam,

@@ -78,6 +78,26 @@ fn assemble(
     Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth).with_ruleset(rules.digest))
 }
 
+/// How moat reaches the MTA, from `[upstream]` (shared by `serve` and quarantine release).
+pub fn upstream_settings(config: &Config) -> Result<Arc<UpstreamSettings>, StartError> {
+    let client_tls = if config.upstream.starttls {
+        Some(crate::tls::client_config(
+            config.upstream.tls_ca.as_deref(),
+            config.upstream.tls_verify,
+        )?)
+    } else {
+        None
+    };
+    let helo = config
+        .upstream
+        .helo_name
+        .clone()
+        .unwrap_or_else(|| config.hostname());
+    Ok(Arc::new(
+        UpstreamSettings::new(&config.upstream, helo, client_tls).map_err(StartError::Config)?,
+    ))
+}
+
 /// A running moat.
 #[derive(Debug)]
 pub struct Server {
@@ -99,23 +119,7 @@ impl Server {
             )),
             _ => None,
         };
-        let client_tls = if config.upstream.starttls {
-            Some(crate::tls::client_config(
-                config.upstream.tls_ca.as_deref(),
-                config.upstream.tls_verify,
-            )?)
-        } else {
-            None
-        };
-        let helo = config
-            .upstream
-            .helo_name
-            .clone()
-            .unwrap_or_else(|| hostname.clone());
-        let upstream = Arc::new(
-            UpstreamSettings::new(&config.upstream, helo, client_tls)
-                .map_err(StartError::Config)?,
-        );
+        let upstream = upstream_settings(config)?;
         match config.upstream.forwarding {
             Forwarding::Xclient => {}
             Forwarding::Xforward => tracing::warn!(

@@ -3,3 +3,4 @@
 pub mod check;
 pub mod eval;
 pub mod lint;
+pub mod quarantine;

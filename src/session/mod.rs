@@ -58,6 +58,10 @@ pub struct SessionShared {
     pub received: bool,
     /// Clients whose XFORWARD is believed.
     pub xforward_hosts: crate::rules::lists::NameList,
+    /// Where refused messages are kept, when `[quarantine]` is on.
+    pub quarantine: Option<crate::quarantine::Quarantine>,
+    /// Keep tempfailed messages too.
+    pub quarantine_tempfail: bool,
 }
 
 impl SessionShared {
@@ -85,6 +89,11 @@ impl SessionShared {
                 true,
             )
             .unwrap_or_default(),
+            quarantine: config
+                .quarantine
+                .enabled
+                .then(|| crate::quarantine::Quarantine::new(&config.quarantine)),
+            quarantine_tempfail: config.quarantine.tempfail,
         }
     }
 }
@@ -714,6 +723,7 @@ impl Session {
                 .clone()
                 .unwrap_or_else(|| reply::LOCAL_ERROR.reply());
             self.log_transaction(size, &r, Stage::Data, Some(&verdict));
+            self.quarantine(&verdict, &r, body);
             self.conn.queue(&r);
             self.end_transaction(true).await;
             return Flow::Continue;
@@ -751,6 +761,48 @@ impl Session {
         self.conn.queue(&final_reply);
         self.end_transaction(false).await;
         Flow::Continue
+    }
+
+    /// Keeps a copy of a message refused at end of data, with the record of why (written off
+    /// this task; the client's reply does not wait for the disk).
+    fn quarantine(&self, verdict: &Verdict, reply: &Reply, message: Vec<u8>) {
+        let Some(q) = &self.shared.quarantine else {
+            return;
+        };
+        let wanted = match verdict.action {
+            crate::pipeline::Action::Reject => true,
+            crate::pipeline::Action::Tempfail => self.shared.quarantine_tempfail,
+            _ => false,
+        };
+        if !wanted {
+            return;
+        }
+        let time = crate::store::unix_millis() / 1000;
+        let record = crate::quarantine::Record {
+            id: crate::quarantine::Quarantine::new_id(time),
+            time,
+            client: self.envelope.client.to_string(),
+            client_name: self.client_facts().name,
+            helo: self.envelope.helo.clone(),
+            tls: self.envelope.tls.map(str::to_string),
+            mail_from: self.envelope.sender.clone().unwrap_or_default(),
+            rcpts: self.envelope.recipients.clone(),
+            size: message.len(),
+            score: verdict.score,
+            action: verdict.action.as_str().to_string(),
+            reply: reply.to_string(),
+            symbols: self
+                .card
+                .symbols
+                .iter()
+                .map(|s| crate::quarantine::RecordSymbol {
+                    name: s.name.clone(),
+                    score: s.score,
+                })
+                .collect(),
+            ruleset: self.pipeline.ruleset().to_string(),
+        };
+        q.keep(record, message);
     }
 
     /// The transaction's one summary line (and its metrics): everything an admin needs to
