@@ -90,6 +90,11 @@ pub struct ServerConfig {
     /// Clients (IP or CIDR) whose XFORWARD moat believes: a Postfix that runs moat as its
     /// `smtpd_proxy_filter`. Empty: XFORWARD is refused like any unknown command.
     pub xforward_hosts: Vec<String>,
+    /// Listen addresses (entries of `listen`) where every connection starts with a HAProxy
+    /// PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol: Vec<String>,
+    /// Sources (IP or CIDR) allowed to connect to those listeners: the load balancers.
+    pub proxy_trusted: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +106,8 @@ impl Default for ServerConfig {
             max_sessions_per_ip: 50,
             shutdown_grace: ConfigDuration::secs(30),
             xforward_hosts: Vec::new(),
+            proxy_protocol: Vec::new(),
+            proxy_trusted: Vec::new(),
         }
     }
 }
@@ -746,6 +753,28 @@ impl Config {
                 }
             }
             StoreBackend::Embedded => {}
+        }
+        for (i, p) in self.server.proxy_protocol.iter().enumerate() {
+            if !self.server.listen.contains(p) {
+                bad(
+                    &format!("server.proxy_protocol[{i}]"),
+                    format!("{p:?} is not one of server.listen"),
+                );
+            }
+        }
+        if !self.server.proxy_protocol.is_empty() && self.server.proxy_trusted.is_empty() {
+            bad(
+                "server.proxy_trusted",
+                "needed with server.proxy_protocol: the load balancers' addresses (IP or CIDR)"
+                    .into(),
+            );
+        }
+        if let Err(e) = crate::rules::lists::parse(
+            &self.server.proxy_trusted.join("\n"),
+            "server.proxy_trusted",
+            true,
+        ) {
+            bad("server.proxy_trusted", e.to_string());
         }
         if self.server.max_sessions == 0 {
             bad("server.max_sessions", "must be at least 1".into());

@@ -20,6 +20,7 @@ pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
+pub mod proxy_protocol;
 pub mod quarantine;
 pub mod reload;
 pub mod rules;

@@ -71,13 +71,18 @@ impl Limits {
     }
 }
 
-/// Accepts connections on one socket until shutdown.
+/// How long a load balancer may take to send the PROXY header.
+const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections on one socket until shutdown. With `proxy` (the trusted balancers), the
+/// listener expects a PROXY protocol header first and refuses anyone else.
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<SessionShared>,
     limits: Arc<Limits>,
     mut shutdown: watch::Receiver<bool>,
     drain: DrainGuard,
+    proxy: Option<Arc<crate::rules::lists::NameList>>,
 ) {
     let local = listener.local_addr().ok();
     loop {
@@ -95,31 +100,92 @@ pub async fn accept_loop(
             }
         };
         let local = tcp.local_addr().ok().or(local).unwrap_or(peer);
-        match limits.admit(peer.ip()) {
-            Ok(admission) => {
-                let m = &crate::metrics::METRICS;
-                m.sessions.with_label_values(&["accepted"]).inc();
-                m.sessions_active.inc();
-                let session = Session::new(tcp, peer, local, shared.clone(), shutdown.clone());
-                let guard = drain.clone();
-                tokio::spawn(async move {
-                    session.run().await;
-                    crate::metrics::METRICS.sessions_active.dec();
-                    drop(admission);
-                    drop(guard);
-                });
-            }
-            Err(r) => {
-                crate::metrics::METRICS
-                    .sessions
-                    .with_label_values(&["refused_limit"])
-                    .inc();
-                tracing::info!(client = %peer, reply = %r.reply(), "connection refused by limit");
-                tokio::spawn(refuse(tcp, r));
-            }
+        let Some(trusted) = &proxy else {
+            start(tcp, peer, local, &shared, &limits, &shutdown, &drain);
+            continue;
+        };
+        if trusted.match_ip(peer.ip()).is_none() {
+            crate::metrics::METRICS
+                .sessions
+                .with_label_values(&["refused_proxy"])
+                .inc();
+            tracing::warn!(peer = %peer, "PROXY listener: connection from an untrusted source closed");
+            drop(tcp);
+            continue;
         }
+        let (shared, limits, shutdown, drain) = (
+            shared.clone(),
+            limits.clone(),
+            shutdown.clone(),
+            drain.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tcp = tcp;
+            match crate::proxy_protocol::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
+                Ok(crate::proxy_protocol::Proxied::Client {
+                    source,
+                    destination,
+                }) => {
+                    tracing::debug!(balancer = %peer, client = %source, "PROXY header");
+                    start(
+                        tcp,
+                        source,
+                        destination,
+                        &shared,
+                        &limits,
+                        &shutdown,
+                        &drain,
+                    );
+                }
+                Ok(crate::proxy_protocol::Proxied::Local) => {
+                    start(tcp, peer, local, &shared, &limits, &shutdown, &drain)
+                }
+                Err(e) => {
+                    crate::metrics::METRICS
+                        .sessions
+                        .with_label_values(&["refused_proxy"])
+                        .inc();
+                    tracing::warn!(peer = %peer, error = %e, "PROXY listener: connection closed");
+                }
+            }
+        });
     }
     tracing::info!(listen = ?local, "listener stopped");
+}
+
+/// Admits the client under the session limits and runs its session, or refuses it with 421.
+fn start(
+    tcp: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    shared: &Arc<SessionShared>,
+    limits: &Arc<Limits>,
+    shutdown: &watch::Receiver<bool>,
+    drain: &DrainGuard,
+) {
+    match limits.admit(client.ip()) {
+        Ok(admission) => {
+            let m = &crate::metrics::METRICS;
+            m.sessions.with_label_values(&["accepted"]).inc();
+            m.sessions_active.inc();
+            let session = Session::new(tcp, client, local, shared.clone(), shutdown.clone());
+            let guard = drain.clone();
+            tokio::spawn(async move {
+                session.run().await;
+                crate::metrics::METRICS.sessions_active.dec();
+                drop(admission);
+                drop(guard);
+            });
+        }
+        Err(r) => {
+            crate::metrics::METRICS
+                .sessions
+                .with_label_values(&["refused_limit"])
+                .inc();
+            tracing::info!(client = %client, reply = %r.reply(), "connection refused by limit");
+            tokio::spawn(refuse(tcp, r));
+        }
+    }
 }
 
 async fn refuse(mut tcp: TcpStream, r: &'static ReplyConst) {

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 /// All of moat's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Sessions by how they started: `accepted`, `refused_limit`.
+    /// Sessions by how they started: `accepted`, `refused_limit`, `refused_proxy`.
     pub sessions: IntCounterVec,
     /// Sessions open now.
     pub sessions_active: IntGauge,

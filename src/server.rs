@@ -174,8 +174,21 @@ impl Server {
             config.server.max_sessions,
             config.server.max_sessions_per_ip,
         );
+        let trusted = Arc::new(
+            crate::rules::lists::parse(
+                &config.server.proxy_trusted.join("\n"),
+                "server.proxy_trusted",
+                true,
+            )
+            .map_err(|e| StartError::Config(e.to_string()))?,
+        );
         let mut bound = Vec::new();
-        for l in listeners {
+        for (l, configured) in listeners.into_iter().zip(&config.server.listen) {
+            let proxy = config
+                .server
+                .proxy_protocol
+                .contains(configured)
+                .then(|| trusted.clone());
             let addr = l.local_addr().map_err(StartError::Bind)?;
             tracing::info!(listen = %addr, hostname = %shared.hostname, upstream = %upstream.address, "listening");
             bound.push(addr);
@@ -188,6 +201,7 @@ impl Server {
                 limits.clone(),
                 shutdown.subscribe(),
                 guard,
+                proxy,
             ));
         }
         crate::metrics::READINESS

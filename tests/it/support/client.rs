@@ -61,6 +61,15 @@ impl Client {
         Self::greeted(tcp).await
     }
 
+    /// Connects, sends `preface` (e.g. a PROXY protocol header) and reads the greeting.
+    pub async fn connect_with_preface(addr: SocketAddr, preface: &[u8]) -> Client {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect to moat");
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, preface)
+            .await
+            .expect("send preface");
+        Self::greeted(tcp).await
+    }
+
     async fn greeted(tcp: TcpStream) -> Client {
         let local = tcp.local_addr().expect("local addr");
         let mut c = Client {
