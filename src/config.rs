@@ -132,6 +132,24 @@ pub struct LimitsConfig {
     pub data_timeout: ConfigDuration,
     /// Time allowed for a client TLS handshake.
     pub tls_handshake_timeout: ConfigDuration,
+    /// Wait this long before the 220 greeting and catch clients that talk first (spamware
+    /// that does not wait, postscreen's pre-greet test); 0 turns the test off.
+    pub pregreet_wait: ConfigDuration,
+    /// What happens to a client that talked before the greeting.
+    pub pregreet_action: PregreetAction,
+}
+
+/// The answer to a client that sent data before the greeting.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PregreetAction {
+    /// 554 5.5.1 and close.
+    #[default]
+    Reject,
+    /// Close without a word.
+    Drop,
+    /// Log and count only, then greet as usual.
+    Ignore,
 }
 
 impl Default for LimitsConfig {
@@ -145,6 +163,8 @@ impl Default for LimitsConfig {
             command_timeout: ConfigDuration::secs(300),
             data_timeout: ConfigDuration::secs(180),
             tls_handshake_timeout: ConfigDuration::secs(30),
+            pregreet_wait: ConfigDuration::secs(0),
+            pregreet_action: PregreetAction::Reject,
         }
     }
 }

@@ -14,7 +14,8 @@ use std::sync::LazyLock;
 /// All of moat's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Sessions by how they started: `accepted`, `refused_limit`, `refused_proxy`.
+    /// Sessions by how they started: `accepted`, `refused_limit`, `refused_proxy`, and
+    /// `pregreet` for clients that talked before the greeting.
     pub sessions: IntCounterVec,
     /// Sessions open now.
     pub sessions_active: IntGauge,

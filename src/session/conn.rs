@@ -82,6 +82,20 @@ impl Conn {
         Ok(())
     }
 
+    /// True when the client sends anything, or closes, within `wait` before it was spoken to
+    /// (the pre-greet test). What it sent stays buffered; nothing is flushed.
+    pub async fn talks_within(&mut self, wait: Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        match timeout(wait, self.stream.read(&mut chunk)).await {
+            Err(_) => false,
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(n)) => {
+                self.input.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
     /// True when buffered input holds at least the start of another command.
     pub fn has_buffered_input(&self) -> bool {
         self.pos < self.input.len()

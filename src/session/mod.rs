@@ -16,7 +16,7 @@ pub mod timings;
 
 use crate::auth::AuthFacts;
 use crate::config::VerdictConfig;
-use crate::config::{Config, ConnectAt};
+use crate::config::{Config, ConnectAt, PregreetAction};
 use crate::envelope::Envelope;
 use crate::headers;
 use crate::pipeline::{MessageInput, Pipeline, ScoreCard, Stage, StageInput, Symbol};
@@ -215,6 +215,27 @@ impl Session {
             self.conn.close().await;
             tracing::info!(session = self.id, %client, reason = "refused at connect", "disconnect");
             return;
+        }
+        let wait = self.shared.limits.pregreet_wait.0;
+        if !wait.is_zero() && self.conn.talks_within(wait).await {
+            let action = self.shared.limits.pregreet_action;
+            crate::metrics::METRICS
+                .sessions
+                .with_label_values(&["pregreet"])
+                .inc();
+            tracing::info!(session = self.id, %client, ?action, "early talker: sent data before the greeting");
+            match action {
+                PregreetAction::Reject => {
+                    self.conn.queue(&reply::PREGREET.reply());
+                    self.conn.close().await;
+                    return;
+                }
+                PregreetAction::Drop => {
+                    self.conn.close().await;
+                    return;
+                }
+                PregreetAction::Ignore => {}
+            }
         }
         let greeting = Reply {
             code: 220,

@@ -278,6 +278,12 @@ pub const BARE_NEWLINE_DATA: ReplyConst = Reply::fixed(
     e(5, 5, 2),
     "Error: message contains bare <CR> or <LF>; lines must end with <CRLF>",
 );
+/// 554 for a client that sent data before the greeting (RFC 5321 4.3.1: wait for it).
+pub const PREGREET: ReplyConst = Reply::fixed(
+    554,
+    e(5, 5, 1),
+    "Protocol error: data sent before the greeting",
+);
 /// 421 when the server is at its session limit.
 pub const TOO_MANY_SESSIONS: ReplyConst =
     Reply::fixed(421, e(4, 7, 0), "Too many connections, try again later");
