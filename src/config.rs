@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most concurrent sessions from one client IP address.
     pub max_sessions_per_ip: usize,
+    /// Most new sessions one client IP address may open per minute; 0: no limit (Postfix's
+    /// smtpd_client_connection_rate_limit).
+    pub max_new_sessions_per_ip_per_minute: usize,
     /// How long sessions in flight may take to finish after SIGTERM.
     pub shutdown_grace: ConfigDuration,
     /// Clients (IP or CIDR) whose XFORWARD moat believes: a Postfix that runs moat as its
@@ -104,6 +107,7 @@ impl Default for ServerConfig {
             listen: vec!["127.0.0.1:2525".into()],
             max_sessions: 1000,
             max_sessions_per_ip: 50,
+            max_new_sessions_per_ip_per_minute: 0,
             shutdown_grace: ConfigDuration::secs(30),
             xforward_hosts: Vec::new(),
             proxy_protocol: Vec::new(),
@@ -132,6 +136,11 @@ pub struct LimitsConfig {
     pub data_timeout: ConfigDuration,
     /// Time allowed for a client TLS handshake.
     pub tls_handshake_timeout: ConfigDuration,
+    /// After this many errors in a session each further reply waits `tarpit_delay` (Postfix's
+    /// smtpd_soft_error_limit); 0 turns the tarpit off.
+    pub tarpit_after_errors: usize,
+    /// How long a reply waits in the tarpit (Postfix's smtpd_error_sleep_time).
+    pub tarpit_delay: ConfigDuration,
     /// Wait this long before the 220 greeting and catch clients that talk first (spamware
     /// that does not wait, postscreen's pre-greet test); 0 turns the test off.
     pub pregreet_wait: ConfigDuration,
@@ -163,6 +172,8 @@ impl Default for LimitsConfig {
             command_timeout: ConfigDuration::secs(300),
             data_timeout: ConfigDuration::secs(180),
             tls_handshake_timeout: ConfigDuration::secs(30),
+            tarpit_after_errors: 10,
+            tarpit_delay: ConfigDuration::secs(1),
             pregreet_wait: ConfigDuration::secs(0),
             pregreet_action: PregreetAction::Reject,
         }

@@ -7,6 +7,7 @@ use crate::smtp::reply::{self, ReplyConst};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -17,7 +18,15 @@ pub struct Limits {
     sessions: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
+    /// New sessions per client address in the current minute (window start, count).
+    rate: Mutex<HashMap<IpAddr, (Instant, usize)>>,
+    max_rate_per_minute: usize,
 }
+
+/// The rate window of `max_new_sessions_per_ip_per_minute`.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Beyond this many tracked addresses, the ones whose window is over are forgotten.
+const RATE_TRACKED: usize = 10_000;
 
 /// Holds a session's place in the limits; released on drop.
 #[derive(Debug)]
@@ -43,15 +52,45 @@ impl Drop for Admission {
 impl Limits {
     /// Limits of `max` sessions in all and `max_per_ip` per client address.
     pub fn new(max: usize, max_per_ip: usize) -> Arc<Self> {
+        Self::with_rate(max, max_per_ip, 0)
+    }
+
+    /// The same, and at most `per_minute` new sessions per client address a minute (0: any).
+    pub fn with_rate(max: usize, max_per_ip: usize, per_minute: usize) -> Arc<Self> {
         Arc::new(Limits {
             sessions: Arc::new(Semaphore::new(max)),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip,
+            rate: Mutex::new(HashMap::new()),
+            max_rate_per_minute: per_minute,
         })
+    }
+
+    /// Counts a new session of `ip`; false when it is over the rate.
+    fn within_rate(&self, ip: IpAddr) -> bool {
+        if self.max_rate_per_minute == 0 {
+            return true;
+        }
+        let Ok(mut map) = self.rate.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if map.len() > RATE_TRACKED {
+            map.retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= RATE_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.max_rate_per_minute
     }
 
     /// Admits a client or names the limit it hit.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, &'static ReplyConst> {
+        if !self.within_rate(ip) {
+            return Err(&reply::CONNECTION_RATE_FROM_IP);
+        }
         let permit = self
             .sessions
             .clone()

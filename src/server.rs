@@ -170,9 +170,10 @@ impl Server {
             .collect::<Result<_, _>>()?;
         let listeners = listener::bind(&addrs).map_err(StartError::Bind)?;
         let shutdown = Shutdown::new();
-        let limits = Limits::new(
+        let limits = Limits::with_rate(
             config.server.max_sessions,
             config.server.max_sessions_per_ip,
+            config.server.max_new_sessions_per_ip_per_minute,
         );
         let trusted = Arc::new(
             crate::rules::lists::parse(

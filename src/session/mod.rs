@@ -288,6 +288,19 @@ impl Session {
             if let Flow::Close(reason) = flow {
                 return reason;
             }
+            self.tarpit().await;
+        }
+    }
+
+    /// Past `limits.tarpit_after_errors` errors each reply waits `tarpit_delay` before it is
+    /// sent: a client probing addresses or abusing the protocol slows to a crawl, a real one
+    /// that made a few mistakes does not notice.
+    async fn tarpit(&mut self) {
+        let after = self.shared.limits.tarpit_after_errors;
+        if after > 0 && self.errors >= after {
+            let delay = self.shared.limits.tarpit_delay.0;
+            tracing::debug!(session = self.id, errors = self.errors, ?delay, "tarpit");
+            tokio::time::sleep(delay).await;
         }
     }
 

@@ -284,6 +284,12 @@ pub const PREGREET: ReplyConst = Reply::fixed(
     e(5, 5, 1),
     "Protocol error: data sent before the greeting",
 );
+/// 421 when one client address opens sessions faster than the configured rate.
+pub const CONNECTION_RATE_FROM_IP: ReplyConst = Reply::fixed(
+    421,
+    e(4, 7, 0),
+    "Too many connections from your address in a short time, try again later",
+);
 /// 421 when the server is at its session limit.
 pub const TOO_MANY_SESSIONS: ReplyConst =
     Reply::fixed(421, e(4, 7, 0), "Too many connections, try again later");

@@ -5,7 +5,12 @@ use crate::support::{Moat, Sink};
 #[tokio::test(flavor = "multi_thread")]
 async fn own_replies_and_errors() {
     let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    // Many errors in one session on purpose: no tarpit (tested below).
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.limits.tarpit_after_errors = 0)
+        .start()
+        .await;
     let mut c = moat.client().await;
     let cases: &[(&str, u16, &str)] = &[
         ("MAIL FROM:<a@example.test>", 503, "5.5.1"),
@@ -69,6 +74,54 @@ async fn too_many_errors_close_the_session() {
     let r = c.read_reply().await;
     assert_eq!((r.code, r.enhanced()), (421, Some("4.7.0")), "{r:?}");
     assert!(c.is_closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tarpit_slows_replies_after_repeated_errors() {
+    let sink = Sink::start().await;
+    let delay = std::time::Duration::from_millis(300);
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(move |c| {
+            c.limits.tarpit_after_errors = 2;
+            c.limits.tarpit_delay = moat::config::ConfigDuration(delay);
+        })
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("BOGUS").await.code, 500);
+    // The second error reaches the limit: from its reply on, every reply waits the delay
+    // (only a lower bound is asserted: a sleep is never shorter).
+    let t = std::time::Instant::now();
+    assert_eq!(c.cmd("BOGUS").await.code, 500);
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+    assert!(t.elapsed() >= delay * 2, "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_sessions_per_ip_per_minute_are_limited() {
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(|c| c.server.max_new_sessions_per_ip_per_minute = 3)
+        .start()
+        .await;
+    for _ in 0..3 {
+        let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.7").await;
+        assert_eq!(c.greeting.code, 220);
+        c.cmd("QUIT").await;
+    }
+    let c = crate::support::Client::connect_from(moat.addr, "127.0.0.7").await;
+    assert_eq!(
+        (c.greeting.code, c.greeting.enhanced()),
+        (421, Some("4.7.0")),
+        "{:?}",
+        c.greeting
+    );
+    // Another address has its own count.
+    let c = crate::support::Client::connect_from(moat.addr, "127.0.0.8").await;
+    assert_eq!(c.greeting.code, 220);
 }
 
 #[tokio::test(flavor = "multi_thread")]
