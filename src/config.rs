@@ -188,6 +188,9 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// Entries of `server.listen` (e.g. a submission port) where MAIL is refused with 530
+    /// 5.7.0 until the client has done STARTTLS (RFC 3207).
+    pub required_on: Vec<String>,
 }
 
 /// When the upstream session is opened.
@@ -806,6 +809,20 @@ impl Config {
             true,
         ) {
             bad("server.proxy_trusted", e.to_string());
+        }
+        for (i, l) in self.tls.required_on.iter().enumerate() {
+            if !self.server.listen.contains(l) {
+                bad(
+                    &format!("tls.required_on[{i}]"),
+                    format!("{l:?} is not one of server.listen"),
+                );
+            }
+        }
+        if !self.tls.required_on.is_empty() && self.tls.cert.is_none() {
+            bad(
+                "tls.required_on",
+                "needs tls.cert and tls.key: TLS cannot be required without a certificate".into(),
+            );
         }
         if self.server.max_sessions == 0 {
             bad("server.max_sessions", "must be at least 1".into());

@@ -114,7 +114,8 @@ impl Limits {
 const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts connections on one socket until shutdown. With `proxy` (the trusted balancers), the
-/// listener expects a PROXY protocol header first and refuses anyone else.
+/// listener expects a PROXY protocol header first and refuses anyone else; with `require_tls`
+/// its sessions refuse MAIL before STARTTLS.
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<SessionShared>,
@@ -122,8 +123,16 @@ pub async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     drain: DrainGuard,
     proxy: Option<Arc<crate::rules::lists::NameList>>,
+    require_tls: bool,
 ) {
     let local = listener.local_addr().ok();
+    let starter = Starter {
+        shared,
+        limits,
+        shutdown: shutdown.clone(),
+        drain,
+        require_tls,
+    };
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -140,7 +149,7 @@ pub async fn accept_loop(
         };
         let local = tcp.local_addr().ok().or(local).unwrap_or(peer);
         let Some(trusted) = &proxy else {
-            start(tcp, peer, local, &shared, &limits, &shutdown, &drain);
+            starter.start(tcp, peer, local);
             continue;
         };
         if trusted.match_ip(peer.ip()).is_none() {
@@ -152,12 +161,7 @@ pub async fn accept_loop(
             drop(tcp);
             continue;
         }
-        let (shared, limits, shutdown, drain) = (
-            shared.clone(),
-            limits.clone(),
-            shutdown.clone(),
-            drain.clone(),
-        );
+        let starter = starter.clone();
         tokio::spawn(async move {
             let mut tcp = tcp;
             match crate::proxy_protocol::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
@@ -166,19 +170,9 @@ pub async fn accept_loop(
                     destination,
                 }) => {
                     tracing::debug!(balancer = %peer, client = %source, "PROXY header");
-                    start(
-                        tcp,
-                        source,
-                        destination,
-                        &shared,
-                        &limits,
-                        &shutdown,
-                        &drain,
-                    );
+                    starter.start(tcp, source, destination);
                 }
-                Ok(crate::proxy_protocol::Proxied::Local) => {
-                    start(tcp, peer, local, &shared, &limits, &shutdown, &drain)
-                }
+                Ok(crate::proxy_protocol::Proxied::Local) => starter.start(tcp, peer, local),
                 Err(e) => {
                     crate::metrics::METRICS
                         .sessions
@@ -192,37 +186,49 @@ pub async fn accept_loop(
     tracing::info!(listen = ?local, "listener stopped");
 }
 
-/// Admits the client under the session limits and runs its session, or refuses it with 421.
-fn start(
-    tcp: TcpStream,
-    client: SocketAddr,
-    local: SocketAddr,
-    shared: &Arc<SessionShared>,
-    limits: &Arc<Limits>,
-    shutdown: &watch::Receiver<bool>,
-    drain: &DrainGuard,
-) {
-    match limits.admit(client.ip()) {
-        Ok(admission) => {
-            let m = &crate::metrics::METRICS;
-            m.sessions.with_label_values(&["accepted"]).inc();
-            m.sessions_active.inc();
-            let session = Session::new(tcp, client, local, shared.clone(), shutdown.clone());
-            let guard = drain.clone();
-            tokio::spawn(async move {
-                session.run().await;
-                crate::metrics::METRICS.sessions_active.dec();
-                drop(admission);
-                drop(guard);
-            });
-        }
-        Err(r) => {
-            crate::metrics::METRICS
-                .sessions
-                .with_label_values(&["refused_limit"])
-                .inc();
-            tracing::info!(client = %client, reply = %r.reply(), "connection refused by limit");
-            tokio::spawn(refuse(tcp, r));
+/// What every session a listener starts shares.
+#[derive(Clone)]
+struct Starter {
+    shared: Arc<SessionShared>,
+    limits: Arc<Limits>,
+    shutdown: watch::Receiver<bool>,
+    drain: DrainGuard,
+    require_tls: bool,
+}
+
+impl Starter {
+    /// Admits the client under the session limits and runs its session, or refuses it with
+    /// 421.
+    fn start(&self, tcp: TcpStream, client: SocketAddr, local: SocketAddr) {
+        match self.limits.admit(client.ip()) {
+            Ok(admission) => {
+                let m = &crate::metrics::METRICS;
+                m.sessions.with_label_values(&["accepted"]).inc();
+                m.sessions_active.inc();
+                let session = Session::new(
+                    tcp,
+                    client,
+                    local,
+                    self.shared.clone(),
+                    self.shutdown.clone(),
+                    self.require_tls,
+                );
+                let guard = self.drain.clone();
+                tokio::spawn(async move {
+                    session.run().await;
+                    crate::metrics::METRICS.sessions_active.dec();
+                    drop(admission);
+                    drop(guard);
+                });
+            }
+            Err(r) => {
+                crate::metrics::METRICS
+                    .sessions
+                    .with_label_values(&["refused_limit"])
+                    .inc();
+                tracing::info!(client = %client, reply = %r.reply(), "connection refused by limit");
+                tokio::spawn(refuse(tcp, r));
+            }
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// TLS handshakes with clients by `version`, and `failed`.
     pub tls_handshakes: IntCounterVec,
+    /// Failed client TLS handshakes by `reason`.
+    pub tls_failures: IntCounterVec,
     /// DNS lookups by `zone` (blocklist zone or check name), `type` and `result`.
     pub dns_lookups: IntCounterVec,
     /// DNS lookup latency by `zone` and `type`.
@@ -223,6 +225,12 @@ impl Metrics {
                 "moat_tls_handshakes_total",
                 "Client TLS handshakes by version",
                 &["version"],
+            ),
+            tls_failures: counter(
+                r,
+                "moat_tls_handshake_failures_total",
+                "Failed client TLS handshakes by reason",
+                &["reason"],
             ),
             dns_lookups: counter(
                 r,

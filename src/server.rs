@@ -203,6 +203,7 @@ impl Server {
                 shutdown.subscribe(),
                 guard,
                 proxy,
+                config.tls.required_on.contains(configured),
             ));
         }
         crate::metrics::READINESS

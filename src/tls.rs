@@ -158,3 +158,24 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A short, bounded label for why a client's TLS handshake failed, for the metric (the log
+/// line keeps the full error).
+pub fn failure_reason(e: &std::io::Error) -> &'static str {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::PeerIncompatible(_)) => "incompatible",
+        Some(rustls::Error::AlertReceived(_)) => "alert_received",
+        Some(rustls::Error::InvalidMessage(_))
+        | Some(rustls::Error::InappropriateMessage { .. })
+        | Some(rustls::Error::InappropriateHandshakeMessage { .. })
+        | Some(rustls::Error::PeerMisbehaved(_)) => "protocol",
+        Some(rustls::Error::InvalidCertificate(_))
+        | Some(rustls::Error::NoCertificatesPresented) => "certificate",
+        Some(_) => "other",
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "closed",
+        None => "io",
+    }
+}

@@ -148,6 +148,8 @@ pub struct Session {
     refused_transaction: Option<Reply>,
     bdat: Option<BdatTransfer>,
     errors: usize,
+    /// This listener refuses MAIL before STARTTLS (`tls.required_on`).
+    require_tls: bool,
     transaction_started: Option<Instant>,
     /// A trusted forwarder named a new client with XFORWARD: the connect and HELO checks run
     /// again for it at the next MAIL.
@@ -167,6 +169,7 @@ impl Session {
         local: SocketAddr,
         shared: Arc<SessionShared>,
         shutdown: watch::Receiver<bool>,
+        require_tls: bool,
     ) -> Self {
         let _ = tcp.set_nodelay(true);
         let mut offer = Offer::new(
@@ -192,6 +195,7 @@ impl Session {
             refused_transaction: None,
             bdat: None,
             errors: 0,
+            require_tls,
             transaction_started: None,
             timings: Timings::default(),
             identity_changed: false,
@@ -538,18 +542,17 @@ impl Session {
                 Flow::Continue
             }
             Ok(Err(e)) => {
-                crate::metrics::METRICS
-                    .tls_handshakes
-                    .with_label_values(&["failed"])
-                    .inc();
-                tracing::info!(session = self.id, client = %self.envelope.client, error = %e, "TLS handshake failed");
+                let m = &crate::metrics::METRICS;
+                m.tls_handshakes.with_label_values(&["failed"]).inc();
+                let reason = crate::tls::failure_reason(&e);
+                m.tls_failures.with_label_values(&[reason]).inc();
+                tracing::info!(session = self.id, client = %self.envelope.client, error = %e, reason, "TLS handshake failed");
                 Flow::Close("TLS handshake failed")
             }
             Err(_) => {
-                crate::metrics::METRICS
-                    .tls_handshakes
-                    .with_label_values(&["failed"])
-                    .inc();
+                let m = &crate::metrics::METRICS;
+                m.tls_handshakes.with_label_values(&["failed"]).inc();
+                m.tls_failures.with_label_values(&["timeout"]).inc();
                 tracing::info!(session = self.id, client = %self.envelope.client, "TLS handshake timed out");
                 Flow::Close("TLS handshake timeout")
             }
@@ -562,6 +565,9 @@ impl Session {
         }
         if self.identity_changed {
             self.refresh_identity().await;
+        }
+        if self.require_tls && self.envelope.tls.is_none() {
+            return self.client_error(reply::STARTTLS_REQUIRED.reply());
         }
         // RFC 1870 6.2: refuse a declared size over the limit before reading anything.
         if m.size.is_some_and(|s| s > self.offer.max_size) {

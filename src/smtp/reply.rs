@@ -278,6 +278,9 @@ pub const BARE_NEWLINE_DATA: ReplyConst = Reply::fixed(
     e(5, 5, 2),
     "Error: message contains bare <CR> or <LF>; lines must end with <CRLF>",
 );
+/// 530 for MAIL before STARTTLS on a listener that requires TLS (RFC 3207 4).
+pub const STARTTLS_REQUIRED: ReplyConst =
+    Reply::fixed(530, e(5, 7, 0), "Must issue a STARTTLS command first");
 /// 554 for a client that sent data before the greeting (RFC 5321 4.3.1: wait for it).
 pub const PREGREET: ReplyConst = Reply::fixed(
     554,

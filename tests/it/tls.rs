@@ -81,6 +81,39 @@ async fn failed_handshake_closes_only_that_session() {
     assert!(c.is_closed().await);
     let mut d = moat.client().await;
     assert_eq!(d.cmd("NOOP").await.code, 250);
+    // Counted by reason: plain text where a ClientHello belongs is a protocol failure.
+    let metrics = moat::metrics::METRICS.render();
+    assert!(
+        metrics.contains("moat_tls_handshake_failures_total{reason=\"protocol\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_tls_refuses_mail_before_starttls() {
+    let certs = certs::make();
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .tls(&certs)
+        .with(|c| c.tls.required_on = c.server.listen.clone())
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let r = c.cmd("MAIL FROM:<a@example.test>").await;
+    assert_eq!((r.code, r.enhanced()), (530, Some("5.7.0")), "{r:?}");
+    assert_eq!(c.cmd("STARTTLS").await.code, 220);
+    c.tls_handshake(&certs.ca_der).await;
+    c.ehlo().await;
+    let r = c
+        .send_message(
+            "a@example.test",
+            &["b@example.test"],
+            b"Subject: tls\r\n\r\nok\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
