@@ -343,10 +343,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing SIGHUP handler")?;
     let rules = server.rules().clone();
+    let cert = server.server_cert().cloned();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading rules");
+            tracing::info!("SIGHUP: reloading rules and the TLS certificate");
             rules.request_reload();
+            match cert.as_ref().map(|c| c.reload()) {
+                Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed; the previous one stays")
+                }
+                None => {}
+            }
         }
     });
     tokio::select! {

@@ -107,17 +107,19 @@ pub struct Server {
     shutdown: Shutdown,
     grace: Duration,
     upstream: Arc<UpstreamSettings>,
+    server_cert: Option<Arc<crate::tls::ServerCert>>,
 }
 
 impl Server {
     /// Binds the listeners and starts accepting; returns once moat is ready.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
         let hostname = config.hostname();
-        let server_tls = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-                crate::tls::server_config(cert, key)?,
-            )),
-            _ => None,
+        let (server_tls, server_cert) = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => {
+                let (tls, handle) = crate::tls::server_config(cert, key)?;
+                (Some(tokio_rustls::TlsAcceptor::from(tls)), Some(handle))
+            }
+            _ => (None, None),
         };
         let upstream = upstream_settings(config)?;
         match config.upstream.forwarding {
@@ -248,7 +250,14 @@ impl Server {
             shutdown,
             grace: config.server.shutdown_grace.0,
             upstream,
+            server_cert,
         })
+    }
+
+    /// The certificate moat presents, when STARTTLS is configured; `reload()` on it reads
+    /// the files again (SIGHUP).
+    pub fn server_cert(&self) -> Option<&Arc<crate::tls::ServerCert>> {
+        self.server_cert.as_ref()
     }
 
     /// The running ruleset and its reload counters; `reload()` asks for a reload (SIGHUP).

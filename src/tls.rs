@@ -56,13 +56,61 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// Builds the server config for STARTTLS from a PEM chain and key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
-        path: key.into(),
-        why: format!("no usable private key: {e}"),
-    })?;
+/// The certificate and key moat presents, reloadable: `reload` (on SIGHUP) reads the files
+/// again and, if they form a usable identity, new handshakes use it; sessions already
+/// encrypted keep theirs, and a broken file keeps the previous certificate.
+#[derive(Debug)]
+pub struct ServerCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ServerCert {
+    fn load(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+        let certs = load_certs(cert)?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+            path: key.into(),
+            why: format!("no usable private key: {e}"),
+        })?;
+        rustls::sign::CertifiedKey::from_der(certs, key_der, &provider()).map_err(|source| {
+            TlsError::Identity {
+                path: cert.into(),
+                source,
+            }
+        })
+    }
+
+    /// Reads the files again; on success new handshakes present the new certificate.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(Self::load(&self.cert_path, &self.key_path)?);
+        if let Ok(mut current) = self.current.write() {
+            *current = fresh;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+/// Builds the server config for STARTTLS from a PEM chain and key, with the handle that
+/// reloads them.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ServerCert>), TlsError> {
+    let resolver = Arc::new(ServerCert {
+        current: std::sync::RwLock::new(Arc::new(ServerCert::load(cert, key)?)),
+        cert_path: cert.into(),
+        key_path: key.into(),
+    });
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|source| TlsError::Identity {
@@ -70,12 +118,8 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
             source,
         })?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|source| TlsError::Identity {
-            path: cert.into(),
-            source,
-        })?;
-    Ok(Arc::new(config))
+        .with_cert_resolver(resolver.clone());
+    Ok((Arc::new(config), resolver))
 }
 
 /// Builds the client config for STARTTLS to the upstream: verified against `ca`, or (for a

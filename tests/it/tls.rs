@@ -81,12 +81,16 @@ async fn failed_handshake_closes_only_that_session() {
     assert!(c.is_closed().await);
     let mut d = moat.client().await;
     assert_eq!(d.cmd("NOOP").await.code, 250);
-    // Counted by reason: plain text where a ClientHello belongs is a protocol failure.
-    let metrics = moat::metrics::METRICS.render();
-    assert!(
-        metrics.contains("moat_tls_handshake_failures_total{reason=\"protocol\"}"),
-        "{metrics}"
-    );
+    // Counted by reason: plain text where a ClientHello belongs is a protocol failure. The
+    // failed handshake drops the socket before the session counts it, so wait for the count.
+    let want = "moat_tls_handshake_failures_total{reason=\"protocol\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut metrics = moat::metrics::METRICS.render();
+    while !metrics.contains(want) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        metrics = moat::metrics::METRICS.render();
+    }
+    assert!(metrics.contains(want), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +123,7 @@ async fn required_tls_refuses_mail_before_starttls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn starttls_to_the_upstream_verified_against_a_ca() {
     let certs = certs::make();
-    let server_tls = moat::tls::server_config(&certs.cert, &certs.key).unwrap();
+    let (server_tls, _) = moat::tls::server_config(&certs.cert, &certs.key).unwrap();
     let sink = Sink::with(SinkOptions {
         tls: Some(server_tls),
         ..Default::default()
@@ -169,7 +173,7 @@ async fn upstream_tls_failures_are_tempfails() {
     // A certificate that does not match the name to verify.
     let other = certs::make();
     let sink = Sink::with(SinkOptions {
-        tls: Some(moat::tls::server_config(&other.cert, &other.key).unwrap()),
+        tls: Some(moat::tls::server_config(&other.cert, &other.key).unwrap().0),
         ..Default::default()
     })
     .await;
@@ -187,4 +191,56 @@ async fn upstream_tls_failures_are_tempfails() {
     let r = c.cmd("MAIL FROM:<a@example.test>").await;
     assert_eq!((r.code, r.enhanced()), (451, Some("4.4.1")), "{r:?}");
     assert!(!sink.commands().iter().any(|l| l.starts_with("MAIL")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_reload_serves_the_new_one_and_keeps_sessions() {
+    let (a, b) = (certs::make(), certs::make());
+    // moat reads its certificate from files the test replaces: first copies of A's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&a.cert, &cert).expect("copy");
+    std::fs::copy(&a.key, &key).expect("copy");
+    let sink = Sink::start().await;
+    let (c2, k2) = (cert.clone(), key.clone());
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(move |c| {
+            c.tls.cert = Some(c2);
+            c.tls.key = Some(k2);
+        })
+        .start()
+        .await;
+    let mut old = moat.client().await;
+    old.ehlo().await;
+    assert_eq!(old.cmd("STARTTLS").await.code, 220);
+    old.tls_handshake(&a.ca_der).await;
+    old.ehlo().await;
+
+    std::fs::copy(&b.cert, &cert).expect("copy");
+    std::fs::copy(&b.key, &key).expect("copy");
+    let handle = moat.server().server_cert().expect("TLS configured").clone();
+    handle.reload().expect("reload");
+    let mut new = moat.client().await;
+    new.ehlo().await;
+    assert_eq!(new.cmd("STARTTLS").await.code, 220);
+    new.tls_handshake(&b.ca_der).await; // panics unless B's CA verifies it
+                                        // The session encrypted before the reload goes on.
+    let r = old
+        .send_message(
+            "a@example.test",
+            &["b@example.test"],
+            b"Subject: old\r\n\r\nstill here\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+
+    // A broken file: the reload fails with the file named, and B stays in service.
+    std::fs::write(&cert, b"not a certificate").expect("write");
+    let err = handle.reload().expect_err("broken file");
+    assert!(err.to_string().contains("cert.pem"), "{err}");
+    let mut again = moat.client().await;
+    again.ehlo().await;
+    assert_eq!(again.cmd("STARTTLS").await.code, 220);
+    again.tls_handshake(&b.ca_der).await;
 }
