@@ -191,12 +191,8 @@ fn strip_comments(s: &str) -> String {
         .collect()
 }
 
-/// RFC 5322 3.3 date-time in UTC, e.g. `Mon, 30 Nov 2026 00:04:14 +0000`.
-pub fn rfc5322_date(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+/// A UTC calendar date and time: year, month (1-12), day, hour, minute, second.
+pub fn civil_utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Howard Hinnant's civil_from_days.
@@ -209,6 +205,17 @@ pub fn rfc5322_date(time: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// RFC 5322 3.3 date-time in UTC, e.g. `Mon, 30 Nov 2026 00:04:14 +0000`.
+pub fn rfc5322_date(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86400) as i64;
+    let (year, month, day, hour, minute, second) = civil_utc(secs);
     const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -219,9 +226,9 @@ pub fn rfc5322_date(time: SystemTime) -> String {
         day,
         MONTHS[(month - 1) as usize],
         year,
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+        hour,
+        minute,
+        second
     )
 }
 

@@ -59,24 +59,8 @@ pub fn show(config: &Config, id: &str) -> anyhow::Result<String> {
 
 /// `YYYY-MM-DD HH:MM:SS` for Unix seconds.
 fn utc(secs: u64) -> String {
-    let days = secs / 86400;
-    let rem = secs % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = crate::headers::civil_utc(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
 }
 
 /// Sends the message to the upstream with its original envelope; removes it on success and
@@ -128,8 +112,8 @@ async fn reinject(config: &Config, record: &Record, message: &[u8]) -> anyhow::R
         bail!("the MTA refused every recipient");
     }
     let header = format!(
-        "X-Moat-Released: {} UTC from quarantine {} (was {} with score {:.1})\r\n",
-        utc(crate::store::unix_millis() / 1000),
+        "X-Moat-Released: {} from quarantine {} (was {} with score {:.1})\r\n",
+        crate::headers::rfc5322_date(std::time::SystemTime::now()),
         record.id,
         record.action,
         record.score
