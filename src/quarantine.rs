@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a quarantine operation failed.
@@ -81,7 +83,13 @@ pub struct Quarantine {
     dir: PathBuf,
     max_bytes: u64,
     max_age: Duration,
+    /// Unix seconds of the last prune: pruning reads every record, so it runs at most once a
+    /// minute, not for every kept message.
+    last_prune: Arc<AtomicU64>,
 }
+
+/// How often `keep` may prune.
+const PRUNE_EVERY: u64 = 60;
 
 /// An id is used as a file name: nothing but letters, digits and dashes.
 fn valid_id(id: &str) -> bool {
@@ -102,6 +110,7 @@ impl Quarantine {
             dir: config.dir.clone(),
             max_bytes: config.max_size_mb.saturating_mul(1 << 20),
             max_age: config.max_age.0,
+            last_prune: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -123,8 +132,16 @@ impl Quarantine {
                 return;
             }
             tracing::info!(id = %record.id, dir = %q.dir.display(), "quarantine: message kept");
-            if let Err(e) = q.prune(crate::store::unix_millis() / 1000) {
-                tracing::warn!(error = %e, "quarantine: pruning failed");
+            let now = crate::store::unix_millis() / 1000;
+            let last = q.last_prune.load(Ordering::Relaxed);
+            if now >= last + PRUNE_EVERY
+                && q.last_prune
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                if let Err(e) = q.prune(now) {
+                    tracing::warn!(error = %e, "quarantine: pruning failed");
+                }
             }
         });
     }
