@@ -136,6 +136,11 @@ pub struct LimitsConfig {
     pub data_timeout: ConfigDuration,
     /// Time allowed for a client TLS handshake.
     pub tls_handshake_timeout: ConfigDuration,
+    /// Slowest average rate of message data, octets per second (Postfix's
+    /// smtpd_min_data_rate); 0 turns it off. Judged after `min_data_rate_grace`.
+    pub min_data_rate: u64,
+    /// How long a transfer runs before its average rate counts.
+    pub min_data_rate_grace: ConfigDuration,
     /// After this many errors in a session each further reply waits `tarpit_delay` (Postfix's
     /// smtpd_soft_error_limit); 0 turns the tarpit off.
     pub tarpit_after_errors: usize,
@@ -172,6 +177,8 @@ impl Default for LimitsConfig {
             command_timeout: ConfigDuration::secs(300),
             data_timeout: ConfigDuration::secs(180),
             tls_handshake_timeout: ConfigDuration::secs(30),
+            min_data_rate: 500,
+            min_data_rate_grace: ConfigDuration::secs(30),
             tarpit_after_errors: 10,
             tarpit_delay: ConfigDuration::secs(1),
             pregreet_wait: ConfigDuration::secs(0),

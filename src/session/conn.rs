@@ -32,9 +32,31 @@ pub enum ConnError {
     /// The client sent nothing within the timeout.
     #[error("client timeout")]
     Timeout,
+    /// The client sent message data slower than `limits.min_data_rate` (slowloris).
+    #[error("client sent data too slowly")]
+    TooSlow,
     /// The connection failed.
     #[error("client connection error: {0}")]
     Io(#[from] io::Error),
+}
+
+/// The slowest a client may send message data: `min_rate` octets per second on average, judged
+/// once `grace` has passed.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Octets per second; 0 means no minimum.
+    pub min_rate: u64,
+    /// How long before the average counts.
+    pub grace: Duration,
+}
+
+impl Pace {
+    /// True when `bytes` over `elapsed` is under the minimum rate after the grace period.
+    fn too_slow(&self, bytes: u64, elapsed: Duration) -> bool {
+        self.min_rate > 0
+            && elapsed > self.grace
+            && (bytes as f64) < self.min_rate as f64 * elapsed.as_secs_f64()
+    }
 }
 
 /// The client connection with its input and output buffers.
@@ -114,7 +136,7 @@ impl Conn {
     }
 
     /// Reads more bytes; flushes queued replies first, since the client may be waiting for them.
-    async fn fill(&mut self, limit: Duration) -> Result<(), ConnError> {
+    async fn fill(&mut self, limit: Duration) -> Result<usize, ConnError> {
         self.flush().await?;
         if self.pos > 0 {
             self.input.drain(..self.pos);
@@ -128,7 +150,7 @@ impl Conn {
             return Err(ConnError::Closed);
         }
         self.input.extend_from_slice(&chunk[..n]);
-        Ok(())
+        Ok(n)
     }
 
     /// Reads the next command line.
@@ -174,7 +196,9 @@ impl Conn {
         &mut self,
         reader: &mut DataReader,
         limit: Duration,
+        pace: Pace,
     ) -> Result<(), ConnError> {
+        let (started, mut bytes) = (std::time::Instant::now(), 0u64);
         loop {
             if self.has_buffered_input() {
                 match reader.feed(self.buffered()) {
@@ -188,7 +212,10 @@ impl Conn {
                     }
                 }
             }
-            self.fill(limit).await?;
+            bytes += self.fill(limit).await? as u64;
+            if pace.too_slow(bytes, started.elapsed()) {
+                return Err(ConnError::TooSlow);
+            }
         }
     }
 
@@ -198,7 +225,9 @@ impl Conn {
         reader: &mut DataReader,
         size: usize,
         limit: Duration,
+        pace: Pace,
     ) -> Result<(), ConnError> {
+        let (started, mut bytes) = (std::time::Instant::now(), 0u64);
         let mut left = size;
         loop {
             let take = left.min(self.buffered().len());
@@ -210,7 +239,10 @@ impl Conn {
             if left == 0 {
                 return Ok(());
             }
-            self.fill(limit).await?;
+            bytes += self.fill(limit).await? as u64;
+            if pace.too_slow(bytes, started.elapsed()) {
+                return Err(ConnError::TooSlow);
+            }
         }
     }
 

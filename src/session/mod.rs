@@ -27,7 +27,7 @@ use crate::smtp::reply::{self, Enhanced, Reply};
 use crate::stream::Stream;
 use crate::upstream::{ClientFacts, Upstream, UpstreamError, UpstreamSettings};
 use crate::verdict::{self, Verdict};
-use conn::{Conn, ConnError, Input};
+use conn::{Conn, ConnError, Input, Pace};
 use state::{Admit, SessionState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -279,7 +279,8 @@ impl Session {
                     return "timeout";
                 }
                 Err(ConnError::Closed) => return "client closed",
-                Err(ConnError::Io(_)) => return "client i/o error",
+                // Only message transfers are paced; a command read cannot be too slow.
+                Err(ConnError::Io(_)) | Err(ConnError::TooSlow) => return "client i/o error",
             };
             let flow = match input {
                 Input::Line(line) => match Command::parse(&line) {
@@ -343,7 +344,12 @@ impl Session {
                 let mut sink = DataReader::chunked(self.data_limits());
                 if let Err(e) = self
                     .conn
-                    .read_chunk(&mut sink, size, self.shared.limits.data_timeout.0)
+                    .read_chunk(
+                        &mut sink,
+                        size,
+                        self.shared.limits.data_timeout.0,
+                        self.pace(),
+                    )
                     .await
                 {
                     return self.lost_client(e);
@@ -689,7 +695,7 @@ impl Session {
         let mut reader = DataReader::dot(self.data_limits());
         if let Err(e) = self
             .conn
-            .read_data(&mut reader, self.shared.limits.data_timeout.0)
+            .read_data(&mut reader, self.shared.limits.data_timeout.0, self.pace())
             .await
         {
             return self.lost_client(e);
@@ -709,6 +715,7 @@ impl Session {
                 &mut transfer.reader,
                 size,
                 self.shared.limits.data_timeout.0,
+                self.pace(),
             )
             .await
         {
@@ -1054,11 +1061,26 @@ impl Session {
 
     fn lost_client(&mut self, e: ConnError) -> Flow {
         tracing::info!(session = self.id, client = %self.envelope.client, error = %e, "client lost during message transfer; nothing forwarded");
-        if let ConnError::Timeout = e {
-            self.conn.queue(&reply::TIMEOUT.reply());
-            return Flow::Close("timeout during message transfer");
+        match e {
+            ConnError::Timeout => {
+                self.conn.queue(&reply::TIMEOUT.reply());
+                return Flow::Close("timeout during message transfer");
+            }
+            ConnError::TooSlow => {
+                self.conn.queue(&reply::DATA_TOO_SLOW.reply());
+                return Flow::Close("message data too slow");
+            }
+            _ => {}
         }
         Flow::Close("client lost during message transfer")
+    }
+
+    /// The slowest message transfer allowed (`limits.min_data_rate`).
+    fn pace(&self) -> Pace {
+        Pace {
+            min_rate: self.shared.limits.min_data_rate,
+            grace: self.shared.limits.min_data_rate_grace.0,
+        }
     }
 
     /// Runs a stage (its authentication step and checks) and returns its symbols.

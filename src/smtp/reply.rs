@@ -278,6 +278,12 @@ pub const BARE_NEWLINE_DATA: ReplyConst = Reply::fixed(
     e(5, 5, 2),
     "Error: message contains bare <CR> or <LF>; lines must end with <CRLF>",
 );
+/// 421 for a client sending message data slower than `limits.min_data_rate` (slowloris).
+pub const DATA_TOO_SLOW: ReplyConst = Reply::fixed(
+    421,
+    e(4, 4, 2),
+    "Message data arrives too slowly, closing connection",
+);
 /// 530 for MAIL before STARTTLS on a listener that requires TLS (RFC 3207 4).
 pub const STARTTLS_REQUIRED: ReplyConst =
     Reply::fixed(530, e(5, 7, 0), "Must issue a STARTTLS command first");

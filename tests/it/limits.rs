@@ -220,3 +220,37 @@ async fn global_session_limit() {
         String::from_utf8_lossy(&buf[..n])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_message_data_is_cut_off() {
+    let sink = crate::support::Sink::start().await;
+    let moat = crate::support::Moat::builder()
+        .upstream(&sink)
+        .with(|c| {
+            c.limits.min_data_rate = 1000;
+            c.limits.min_data_rate_grace =
+                moat::config::ConfigDuration(std::time::Duration::from_secs(1));
+        })
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<b@example.test>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    // A slowloris: 10 octets every 200 ms is 50 octets per second, far under 1000.
+    let mut reply = None;
+    for _ in 0..40 {
+        c.send(b"Subject: x\r\n").await;
+        if let Ok(Some(r)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), c.try_read_reply()).await
+        {
+            reply = Some(r);
+            break;
+        }
+    }
+    let r = reply.expect("moat answers before the slow client finishes");
+    assert_eq!((r.code, r.enhanced()), (421, Some("4.4.2")), "{r:?}");
+    assert!(c.is_closed().await);
+    assert!(sink.messages().is_empty(), "nothing forwarded");
+}
