@@ -198,6 +198,21 @@ pub struct TlsConfig {
     /// Entries of `server.listen` (e.g. a submission port) where MAIL is refused with 530
     /// 5.7.0 until the client has done STARTTLS (RFC 3207).
     pub required_on: Vec<String>,
+    /// More certificates, chosen by the name the client asks for (SNI); `cert`/`key` above
+    /// serve every other name.
+    pub sni: Vec<SniCert>,
+}
+
+/// One `[[tls.sni]]`: a certificate for the names a client may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    /// Host names (exact, case-insensitive) this certificate serves.
+    pub names: Vec<String>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// When the upstream session is opened.
@@ -871,6 +886,28 @@ impl Config {
                 "missing: tls.key is set, so tls.cert is needed".into(),
             ),
             _ => {}
+        }
+        if !self.tls.sni.is_empty() && self.tls.cert.is_none() {
+            bad(
+                "tls.sni",
+                "needs tls.cert and tls.key for the clients that ask for no listed name".into(),
+            );
+        }
+        for (i, s) in self.tls.sni.iter().enumerate() {
+            if s.names.is_empty() {
+                bad(
+                    &format!("tls.sni[{i}].names"),
+                    "at least one name is needed".into(),
+                );
+            }
+            for (what, p) in [("cert", &s.cert), ("key", &s.key)] {
+                if !p.is_file() {
+                    bad(
+                        &format!("tls.sni[{i}].{what}"),
+                        format!("{} does not exist or is not a file", p.display()),
+                    );
+                }
+            }
         }
         for (key, path) in [
             ("tls.cert", &self.tls.cert),

@@ -116,7 +116,7 @@ impl Server {
         let hostname = config.hostname();
         let (server_tls, server_cert) = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
-                let (tls, handle) = crate::tls::server_config(cert, key)?;
+                let (tls, handle) = crate::tls::server_config(cert, key, &config.tls.sni)?;
                 (Some(tokio_rustls::TlsAcceptor::from(tls)), Some(handle))
             }
             _ => (None, None),

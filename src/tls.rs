@@ -63,7 +63,16 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub struct ServerCert {
     cert_path: PathBuf,
     key_path: PathBuf,
-    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+    /// `[[tls.sni]]`: names, certificate file, key file.
+    sni: Vec<crate::config::SniCert>,
+    current: std::sync::RwLock<Identities>,
+}
+
+/// The loaded identities: the default one and those chosen by SNI name (lowercase).
+#[derive(Debug)]
+struct Identities {
+    default: Arc<rustls::sign::CertifiedKey>,
+    by_name: std::collections::HashMap<String, Arc<rustls::sign::CertifiedKey>>,
 }
 
 impl ServerCert {
@@ -81,9 +90,31 @@ impl ServerCert {
         })
     }
 
-    /// Reads the files again; on success new handshakes present the new certificate.
+    /// Loads every identity; one bad file fails them all, so a reload is all or nothing.
+    fn load_all(
+        cert: &Path,
+        key: &Path,
+        sni: &[crate::config::SniCert],
+    ) -> Result<Identities, TlsError> {
+        let mut by_name = std::collections::HashMap::new();
+        for s in sni {
+            let identity = Arc::new(Self::load(&s.cert, &s.key)?);
+            for name in &s.names {
+                by_name.insert(
+                    name.trim_end_matches('.').to_ascii_lowercase(),
+                    identity.clone(),
+                );
+            }
+        }
+        Ok(Identities {
+            default: Arc::new(Self::load(cert, key)?),
+            by_name,
+        })
+    }
+
+    /// Reads the files again; on success new handshakes present the new certificates.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = Arc::new(Self::load(&self.cert_path, &self.key_path)?);
+        let fresh = Self::load_all(&self.cert_path, &self.key_path, &self.sni)?;
         if let Ok(mut current) = self.current.write() {
             *current = fresh;
         }
@@ -94,9 +125,13 @@ impl ServerCert {
 impl rustls::server::ResolvesServerCert for ServerCert {
     fn resolve(
         &self,
-        _hello: rustls::server::ClientHello<'_>,
+        hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.current.read().ok().map(|c| c.clone())
+        let current = self.current.read().ok()?;
+        let named = hello
+            .server_name()
+            .and_then(|n| current.by_name.get(&n.to_ascii_lowercase()));
+        Some(named.unwrap_or(&current.default).clone())
     }
 }
 
@@ -105,11 +140,13 @@ impl rustls::server::ResolvesServerCert for ServerCert {
 pub fn server_config(
     cert: &Path,
     key: &Path,
+    sni: &[crate::config::SniCert],
 ) -> Result<(Arc<rustls::ServerConfig>, Arc<ServerCert>), TlsError> {
     let resolver = Arc::new(ServerCert {
-        current: std::sync::RwLock::new(Arc::new(ServerCert::load(cert, key)?)),
+        current: std::sync::RwLock::new(ServerCert::load_all(cert, key, sni)?),
         cert_path: cert.into(),
         key_path: key.into(),
+        sni: sni.to_vec(),
     });
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)

@@ -123,7 +123,7 @@ async fn required_tls_refuses_mail_before_starttls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn starttls_to_the_upstream_verified_against_a_ca() {
     let certs = certs::make();
-    let (server_tls, _) = moat::tls::server_config(&certs.cert, &certs.key).unwrap();
+    let (server_tls, _) = moat::tls::server_config(&certs.cert, &certs.key, &[]).unwrap();
     let sink = Sink::with(SinkOptions {
         tls: Some(server_tls),
         ..Default::default()
@@ -173,7 +173,11 @@ async fn upstream_tls_failures_are_tempfails() {
     // A certificate that does not match the name to verify.
     let other = certs::make();
     let sink = Sink::with(SinkOptions {
-        tls: Some(moat::tls::server_config(&other.cert, &other.key).unwrap().0),
+        tls: Some(
+            moat::tls::server_config(&other.cert, &other.key, &[])
+                .unwrap()
+                .0,
+        ),
         ..Default::default()
     })
     .await;
@@ -243,4 +247,36 @@ async fn certificate_reload_serves_the_new_one_and_keeps_sessions() {
     again.ehlo().await;
     assert_eq!(again.cmd("STARTTLS").await.code, 220);
     again.tls_handshake(&b.ca_der).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_chooses_the_certificate_for_the_name_asked() {
+    let default = certs::make();
+    let other = certs::make_for(&["mx2.other.test"]);
+    let sink = Sink::start().await;
+    let (cert, key) = (other.cert.clone(), other.key.clone());
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .tls(&default)
+        .with(move |c| {
+            c.tls.sni = vec![moat::config::SniCert {
+                names: vec!["MX2.other.test".into()],
+                cert,
+                key,
+            }]
+        })
+        .start()
+        .await;
+    // The listed name gets its own certificate (verified against its own CA)...
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    assert_eq!(c.cmd("STARTTLS").await.code, 220);
+    c.tls_handshake_as("mx2.other.test", &other.ca_der).await;
+    c.ehlo().await;
+    // ...any other name the default one.
+    let mut d = moat.client().await;
+    d.ehlo().await;
+    assert_eq!(d.cmd("STARTTLS").await.code, 220);
+    d.tls_handshake_as("moat.test", &default.ca_der).await;
+    d.ehlo().await;
 }

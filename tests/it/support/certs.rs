@@ -20,6 +20,11 @@ pub struct TestCerts {
 
 /// Makes a fresh CA and server certificate.
 pub fn make() -> TestCerts {
+    make_for(&["moat.test", "localhost"])
+}
+
+/// Makes a fresh CA and a server certificate for `names`.
+pub fn make_for(names: &[&str]) -> TestCerts {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
@@ -31,7 +36,7 @@ pub fn make() -> TestCerts {
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().expect("server key");
     let params =
-        rcgen::CertificateParams::new(vec!["moat.test".to_string(), "localhost".to_string()])
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("params");
     let cert = params.signed_by(&key, &issuer).expect("server cert");
     let paths = (

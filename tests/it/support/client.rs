@@ -171,6 +171,15 @@ impl Client {
 
     /// Upgrades the connection after a 220 to STARTTLS.
     pub async fn tls_handshake(&mut self, ca: &CertificateDer<'static>) -> &'static str {
+        self.tls_handshake_as("moat.test", ca).await
+    }
+
+    /// The handshake asking for `name` (SNI) and verifying the certificate for it.
+    pub async fn tls_handshake_as(
+        &mut self,
+        name: &str,
+        ca: &CertificateDer<'static>,
+    ) -> &'static str {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone()).expect("add CA");
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -183,7 +192,7 @@ impl Client {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = self.stream.take_plain().expect("plain stream");
         let tls = connector
-            .connect(ServerName::try_from("moat.test").expect("name"), tcp)
+            .connect(ServerName::try_from(name.to_string()).expect("name"), tcp)
             .await
             .expect("TLS handshake");
         self.stream = Stream::ClientTls(Box::new(tls));
