@@ -150,13 +150,17 @@ pub struct LimitsConfig {
     /// that does not wait, postscreen's pre-greet test); 0 turns the test off.
     pub pregreet_wait: ConfigDuration,
     /// What happens to a client that talked before the greeting.
-    pub pregreet_action: PregreetAction,
+    pub pregreet_action: EarlyTalkerAction,
+    /// What happens to a client that sends a command behind another before PIPELINING was
+    /// offered (before its EHLO was answered, or after HELO).
+    pub pipelining_action: EarlyTalkerAction,
 }
 
-/// The answer to a client that sent data before the greeting.
+/// The answer to an early talker: a client that sent data before the greeting, or pipelined
+/// commands before PIPELINING was offered.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum PregreetAction {
+pub enum EarlyTalkerAction {
     /// 554 5.5.1 and close.
     #[default]
     Reject,
@@ -182,7 +186,8 @@ impl Default for LimitsConfig {
             tarpit_after_errors: 10,
             tarpit_delay: ConfigDuration::secs(1),
             pregreet_wait: ConfigDuration::secs(0),
-            pregreet_action: PregreetAction::Reject,
+            pregreet_action: EarlyTalkerAction::Reject,
+            pipelining_action: EarlyTalkerAction::Reject,
         }
     }
 }

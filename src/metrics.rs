@@ -15,7 +15,8 @@ use std::sync::LazyLock;
 pub struct Metrics {
     registry: Registry,
     /// Sessions by how they started: `accepted`, `refused_limit`, `refused_proxy`, and
-    /// `pregreet` for clients that talked before the greeting.
+    /// `pregreet` for clients that talked before the greeting, `pipelining` for clients that
+    /// pipelined before PIPELINING was offered (counted when caught, not at the start).
     pub sessions: IntCounterVec,
     /// Sessions open now.
     pub sessions_active: IntGauge,

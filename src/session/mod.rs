@@ -16,7 +16,7 @@ pub mod timings;
 
 use crate::auth::AuthFacts;
 use crate::config::VerdictConfig;
-use crate::config::{Config, ConnectAt, PregreetAction};
+use crate::config::{Config, ConnectAt, EarlyTalkerAction};
 use crate::envelope::Envelope;
 use crate::headers;
 use crate::pipeline::{MessageInput, Pipeline, ScoreCard, Stage, StageInput, Symbol};
@@ -229,16 +229,16 @@ impl Session {
                 .inc();
             tracing::info!(session = self.id, %client, ?action, "early talker: sent data before the greeting");
             match action {
-                PregreetAction::Reject => {
+                EarlyTalkerAction::Reject => {
                     self.conn.queue(&reply::PREGREET.reply());
                     self.conn.close().await;
                     return;
                 }
-                PregreetAction::Drop => {
+                EarlyTalkerAction::Drop => {
                     self.conn.close().await;
                     return;
                 }
-                PregreetAction::Ignore => {}
+                EarlyTalkerAction::Ignore => {}
             }
         }
         let greeting = Reply {
@@ -282,6 +282,27 @@ impl Session {
                 // Only message transfers are paced; a command read cannot be too slow.
                 Err(ConnError::Io(_)) | Err(ConnError::TooSlow) => return "client i/o error",
             };
+            if matches!(input, Input::Line(_))
+                && !self.envelope.esmtp
+                && self.conn.has_buffered_input()
+            {
+                // RFC 2920 3.1: without the PIPELINING offer a client waits for each reply.
+                let action = self.shared.limits.pipelining_action;
+                crate::metrics::METRICS
+                    .sessions
+                    .with_label_values(&["pipelining"])
+                    .inc();
+                tracing::info!(session = self.id, client = %self.envelope.client, ?action,
+                    "early talker: commands pipelined before PIPELINING was offered");
+                match action {
+                    EarlyTalkerAction::Reject => {
+                        self.conn.queue(&reply::UNOFFERED_PIPELINING.reply());
+                        return "pipelining without the offer";
+                    }
+                    EarlyTalkerAction::Drop => return "pipelining without the offer",
+                    EarlyTalkerAction::Ignore => {}
+                }
+            }
             let flow = match input {
                 Input::Line(line) => match Command::parse(&line) {
                     Ok(cmd) => self.handle(cmd).await,

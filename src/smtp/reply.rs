@@ -284,6 +284,12 @@ pub const DATA_TOO_SLOW: ReplyConst = Reply::fixed(
     e(4, 4, 2),
     "Message data arrives too slowly, closing connection",
 );
+/// 554 for commands pipelined before PIPELINING was offered (RFC 2920 3.1).
+pub const UNOFFERED_PIPELINING: ReplyConst = Reply::fixed(
+    554,
+    e(5, 5, 1),
+    "Protocol error: commands sent before the reply to the previous one",
+);
 /// 530 for MAIL before STARTTLS on a listener that requires TLS (RFC 3207 4).
 pub const STARTTLS_REQUIRED: ReplyConst =
     Reply::fixed(530, e(5, 7, 0), "Must issue a STARTTLS command first");
