@@ -82,33 +82,7 @@ enum Commands {
     ///
     /// Content rules, lists and MIME checks only (no DNS: no blocklists, no SPF/DKIM/DMARC).
     /// Exit code 0; 1 when more ham is rejected than --max-false-rejects; 2 on usage errors.
-    Eval {
-        /// Ham: files or folders, searched recursively (maildirs work). Repeatable.
-        #[arg(long, value_name = "PATH", required = true)]
-        ham: Vec<PathBuf>,
-        /// Spam: files or folders, searched recursively. Repeatable.
-        #[arg(long, value_name = "PATH", required = true)]
-        spam: Vec<PathBuf>,
-        /// Config file for the thresholds and rules.dir (default: the built-in defaults).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Rules directory to evaluate; replaces rules.dir.
-        #[arg(long, value_name = "DIR")]
-        rules: Option<PathBuf>,
-        /// Rules directory to compare against; adds per-rule changes in false positives and
-        /// false negatives.
-        #[arg(long, value_name = "DIR")]
-        baseline: Option<PathBuf>,
-        /// Print one JSON object (schema in rules/README.md).
-        #[arg(long)]
-        json: bool,
-        /// Exit 1 when more ham than this is rejected (for CI jobs gating rule changes).
-        #[arg(long, value_name = "N")]
-        max_false_rejects: Option<usize>,
-        /// Worker threads (default: one per core).
-        #[arg(long, value_name = "N")]
-        threads: Option<usize>,
-    },
+    Eval(moat::cli::eval::EvalArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,37 +140,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Quarantine { config, action } => quarantine(config, action),
-        Commands::Eval {
-            ham,
-            spam,
-            config,
-            rules,
-            baseline,
-            json,
-            max_false_rejects,
-            threads,
-        } => {
-            let args = moat::cli::eval::EvalArgs {
-                ham,
-                spam,
-                config,
-                rules,
-                baseline,
-                json,
-                max_false_rejects,
-                threads,
-            };
-            match moat::cli::eval::run(&args) {
-                Ok(report) => {
-                    print!("{}", report.output);
-                    ExitCode::from(report.exit_code)
-                }
-                Err(e) => {
-                    eprintln!("moat eval: {e:#}");
-                    ExitCode::from(2)
-                }
+        Commands::Eval(args) => match moat::cli::eval::run(&args) {
+            Ok(report) => {
+                print!("{}", report.output);
+                ExitCode::from(report.exit_code)
             }
-        }
+            Err(e) => {
+                eprintln!("moat eval: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Commands::Serve {
             config,
             listen,

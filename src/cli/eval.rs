@@ -17,24 +17,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// What `moat eval` was asked.
-#[derive(Debug, Clone, Default)]
+/// What `moat eval` was asked (also its command-line flags).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct EvalArgs {
-    /// Files or folders (searched recursively, e.g. maildirs) of ham.
+    /// Ham: files or folders, searched recursively (maildirs work). Repeatable.
+    #[arg(long, value_name = "PATH", required = true)]
     pub ham: Vec<PathBuf>,
-    /// Files or folders of spam.
+    /// Spam: files or folders, searched recursively. Repeatable.
+    #[arg(long, value_name = "PATH", required = true)]
     pub spam: Vec<PathBuf>,
-    /// Config file for thresholds and the rules directory; `None`: the built-in defaults.
+    /// Config file for the thresholds and rules.dir (default: the built-in defaults).
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// The rules directory to evaluate; replaces `rules.dir`.
+    /// Rules directory to evaluate; replaces rules.dir.
+    #[arg(long, value_name = "DIR")]
     pub rules: Option<PathBuf>,
-    /// A second rules directory to compare against (e.g. the deployed one).
+    /// Rules directory to compare against; adds per-rule changes in false positives and false
+    /// negatives.
+    #[arg(long, value_name = "DIR")]
     pub baseline: Option<PathBuf>,
-    /// Print one JSON object instead of the tables.
+    /// Print one JSON object (schema in rules/README.md).
+    #[arg(long)]
     pub json: bool,
-    /// Exit 1 when more ham than this is rejected.
+    /// Exit 1 when more ham than this is rejected (for CI jobs gating rule changes).
+    #[arg(long, value_name = "N")]
     pub max_false_rejects: Option<usize>,
-    /// Worker threads; `None`: one per core.
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }
 

@@ -37,9 +37,14 @@ fn corpus(root: &Path) -> (PathBuf, PathBuf) {
     (ham, spam)
 }
 
-fn eval(args: &[&str]) -> (i32, String) {
+/// `moat eval --ham HAM --spam SPAM ARGS...`: exit code and standard output.
+fn eval(ham: &Path, spam: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_moat"))
         .arg("eval")
+        .arg("--ham")
+        .arg(ham)
+        .arg("--spam")
+        .arg(spam)
         .args(args)
         .output()
         .expect("run moat eval");
@@ -54,15 +59,7 @@ fn counts_actions_and_rules_as_json() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ham, spam) = corpus(dir.path());
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
-    let (code, out) = eval(&[
-        "--ham",
-        ham.to_str().unwrap(),
-        "--spam",
-        spam.to_str().unwrap(),
-        "--rules",
-        rules,
-        "--json",
-    ]);
+    let (code, out) = eval(&ham, &spam, &["--rules", rules, "--json"]);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(v["messages"], 5);
@@ -99,25 +96,14 @@ fn false_rejects_over_the_limit_fail_the_run() {
         "oops.eml",
         &format!("From: z@example.test\nSubject: t\n\n{GTUBE}\n"),
     );
-    let args = [
-        "--ham",
-        ham.to_str().unwrap(),
-        "--spam",
-        spam.to_str().unwrap(),
-    ];
-    let (code, out) = eval(&[&args[..], &["--max-false-rejects", "0"]].concat());
+    let (code, out) = eval(&ham, &spam, &["--max-false-rejects", "0"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("false rejects (ham refused): 1"), "{out}");
     assert!(out.contains("FAIL: 1 ham rejected"), "{out}");
-    let (code, _) = eval(&[&args[..], &["--max-false-rejects", "1"]].concat());
+    let (code, _) = eval(&ham, &spam, &["--max-false-rejects", "1"]);
     assert_eq!(code, 0);
     // A missing folder is a usage error.
-    let (code, _) = eval(&[
-        "--ham",
-        "/nonexistent/ham",
-        "--spam",
-        spam.to_str().unwrap(),
-    ]);
+    let (code, _) = eval(Path::new("/nonexistent/ham"), &spam, &[]);
     assert_eq!(code, 2);
 }
 
@@ -138,17 +124,17 @@ fn baseline_comparison_blames_the_new_rule() {
         "[rule.ZEBRA_WORD]\nkind = \"body\"\nregex = '\\bzebraword\\b'\nscore = 7.0\ndescription = \"test\"\n",
     )
     .expect("write rule");
-    let (code, out) = eval(&[
-        "--ham",
-        ham.to_str().unwrap(),
-        "--spam",
-        spam.to_str().unwrap(),
-        "--rules",
-        edited.to_str().unwrap(),
-        "--baseline",
-        shipped.to_str().unwrap(),
-        "--json",
-    ]);
+    let (code, out) = eval(
+        &ham,
+        &spam,
+        &[
+            "--rules",
+            edited.to_str().unwrap(),
+            "--baseline",
+            shipped.to_str().unwrap(),
+            "--json",
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
     assert_eq!(
