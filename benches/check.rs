@@ -44,6 +44,7 @@ fn main() {
         file: Some(file.clone()),
         json: true,
         explain: false,
+        ..Default::default()
     };
     // Warm up, and make sure the message really authenticates.
     let first = rt.block_on(run(&args)).expect("check runs");

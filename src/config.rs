@@ -68,6 +68,8 @@ pub struct Config {
     pub ratelimit: Vec<RateLimitConfig>,
     /// Copies of messages refused at DATA.
     pub quarantine: QuarantineConfig,
+    /// Transaction records for replay.
+    pub records: RecordsConfig,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -621,6 +623,44 @@ impl Default for QuarantineConfig {
     }
 }
 
+/// `[records]`: a record of each transaction (what came in, the DNS answers used, what was
+/// decided), for `moat check --replay`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsConfig {
+    /// Off by default.
+    pub enabled: bool,
+    /// Where the records (`ID.json`) and messages (`ID.eml`) go; created if missing.
+    pub dir: PathBuf,
+    /// Most megabytes kept; the oldest records go first.
+    pub max_size_mb: u64,
+    /// Records older than this are removed.
+    pub max_age: ConfigDuration,
+    /// Keep a record for every rejected message.
+    pub rejected: bool,
+    /// Keep a record for every tempfailed message.
+    pub tempfailed: bool,
+    /// The fraction of accepted messages (flagged or not) to keep a record for, 0.0 to 1.0.
+    pub accepted_sample: f64,
+    /// Keep the message with its record (needed to replay it).
+    pub message: bool,
+}
+
+impl Default for RecordsConfig {
+    fn default() -> Self {
+        RecordsConfig {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/moat/records"),
+            max_size_mb: 1024,
+            max_age: ConfigDuration::secs(7 * 86400),
+            rejected: true,
+            tempfailed: true,
+            accepted_sample: 0.0,
+            message: true,
+        }
+    }
+}
+
 /// `[metrics]`: the HTTP endpoint for /metrics, /healthz and /readyz.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -750,6 +790,15 @@ impl Config {
                     ),
                 );
             }
+        }
+        if !(0.0..=1.0).contains(&self.records.accepted_sample) {
+            bad(
+                "records.accepted_sample",
+                format!(
+                    "{} is not a fraction between 0.0 and 1.0",
+                    self.records.accepted_sample
+                ),
+            );
         }
         if let Some(h) = &self.server.hostname {
             if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c.is_control()) {

@@ -101,12 +101,15 @@ impl Dns {
         } else {
             format!("{name}.")
         };
-        match self
+        let answer = self
             .authenticator
             .resolver()
             .ipv4_lookup(fqdn.as_str())
-            .await
-        {
+            .await;
+        if crate::dns_record::recording() {
+            crate::dns_record::note(journal_entry(name, &answer));
+        }
+        match answer {
             Ok(lookup) => {
                 let addrs: Vec<Ipv4Addr> = lookup
                     .answers()
@@ -130,5 +133,38 @@ impl Dns {
     /// Drops every cached answer (tests that change zone data; admins after a fix).
     pub fn clear_cache(&self) {
         self.authenticator.resolver().clear_cache();
+    }
+}
+
+/// A blocklist answer as a verdict record keeps it.
+fn journal_entry(
+    name: &str,
+    answer: &Result<hickory_resolver::lookup::Lookup, hickory_resolver::net::NetError>,
+) -> crate::dns_record::DnsAnswer {
+    use crate::dns_record::{ttl_until, DnsAnswer, DnsResult, RType};
+    match answer {
+        Ok(lookup) => DnsAnswer::found(
+            name,
+            RType::A,
+            lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            ttl_until(lookup.valid_until()),
+        ),
+        Err(e) if e.is_nx_domain() => {
+            DnsAnswer::without_records(name, RType::A, DnsResult::Nxdomain, 0)
+        }
+        Err(e) if e.is_no_records_found() => {
+            DnsAnswer::without_records(name, RType::A, DnsResult::Nodata, 0)
+        }
+        Err(e) => DnsAnswer {
+            error: Some(e.to_string()),
+            ..DnsAnswer::without_records(name, RType::A, DnsResult::Failed, 0)
+        },
     }
 }

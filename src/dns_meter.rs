@@ -11,10 +11,13 @@
 //!
 //! The `zone` label is the check's name, never the name looked up: label values stay bounded.
 
+use crate::dns_record::{self, DnsAnswer, DnsResult, RType};
 use crate::metrics::METRICS;
-use mail_auth::{DnsCache, Negative, RecordSet, ResolverCache, TxtRecord};
+use hickory_resolver::proto::op::ResponseCode;
+use mail_auth::{DnsCache, Mx, Negative, RecordSet, ResolverCache, TxtRecord};
 use std::borrow::Borrow;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -23,14 +26,79 @@ use std::time::Instant;
 trait LookupResult {
     /// `found` or `not_found`.
     fn result(&self) -> &'static str;
+    /// The answer as a verdict record keeps it.
+    fn answer(&self, name: &str, rtype: RType, ttl: u32) -> DnsAnswer;
 }
 
-impl<T> LookupResult for Result<RecordSet<T>, Negative> {
+/// A record of an answer in presentation form.
+trait Present {
+    fn present(&self) -> String;
+}
+
+impl Present for Ipv4Addr {
+    fn present(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Present for Ipv6Addr {
+    fn present(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Present for Box<str> {
+    fn present(&self) -> String {
+        self.trim_end_matches('.').to_string()
+    }
+}
+
+impl Present for Mx {
+    fn present(&self) -> String {
+        // mail-auth groups exchanges by preference; the record keeps one line per exchange.
+        self.exchanges
+            .iter()
+            .map(|e| format!("{} {}", self.preference, e.trim_end_matches('.')))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn negative(name: &str, rtype: RType, code: ResponseCode, ttl: u32) -> DnsAnswer {
+    let result = if code == ResponseCode::NXDomain {
+        DnsResult::Nxdomain
+    } else {
+        DnsResult::Nodata
+    };
+    DnsAnswer::without_records(name, rtype, result, ttl)
+}
+
+impl<T: Present> LookupResult for Result<RecordSet<T>, Negative> {
     fn result(&self) -> &'static str {
         if self.is_ok() {
             "found"
         } else {
             "not_found"
+        }
+    }
+
+    fn answer(&self, name: &str, rtype: RType, ttl: u32) -> DnsAnswer {
+        match self {
+            Ok(set) => DnsAnswer::found(
+                name,
+                rtype,
+                set.records
+                    .iter()
+                    .flat_map(|r| {
+                        r.present()
+                            .split('\n')
+                            .map(str::to_string)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+                ttl,
+            ),
+            Err(n) => negative(name, rtype, n.code, ttl),
         }
     }
 }
@@ -45,6 +113,37 @@ impl LookupResult for TxtRecord {
             _ => "found",
         }
     }
+
+    fn answer(&self, name: &str, rtype: RType, ttl: u32) -> DnsAnswer {
+        match self {
+            TxtRecord::Error(mail_auth::Error::Dns(mail_auth::DnsError::RecordNotFound(code))) => {
+                negative(name, rtype, *code, ttl)
+            }
+            // Records came back, parsed or not; their text comes from the resolver's cache
+            // when the record is written.
+            _ => DnsAnswer {
+                text_pending: true,
+                ..DnsAnswer::found(name, rtype, Vec::new(), ttl)
+            },
+        }
+    }
+}
+
+/// The name a cache key stands for.
+trait KeyName {
+    fn dns_name(&self) -> String;
+}
+
+impl KeyName for Box<str> {
+    fn dns_name(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl KeyName for IpAddr {
+    fn dns_name(&self) -> String {
+        hickory_resolver::proto::rr::Name::from(*self).to_ascii()
+    }
 }
 
 fn key_hash<Q: Hash + ?Sized>(q: &Q) -> u64 {
@@ -58,13 +157,13 @@ fn key_hash<Q: Hash + ?Sized>(q: &Q) -> u64 {
 /// The lookups of one record type (mail-auth's per-type cache slot).
 pub struct TypeMeter {
     zone: &'static str,
-    rtype: &'static str,
+    rtype: RType,
     pending: Mutex<Vec<(u64, Instant)>>,
     not_found: AtomicUsize,
 }
 
 impl TypeMeter {
-    fn new(zone: &'static str, rtype: &'static str) -> Self {
+    fn new(zone: &'static str, rtype: RType) -> Self {
         TypeMeter {
             zone,
             rtype,
@@ -74,7 +173,14 @@ impl TypeMeter {
     }
 
     fn record(&self, started: Instant, result: &'static str) {
-        record(self.zone, self.rtype, result, started);
+        let rtype = match self.rtype {
+            RType::A => "A",
+            RType::AAAA => "AAAA",
+            RType::MX => "MX",
+            RType::TXT => "TXT",
+            RType::PTR => "PTR",
+        };
+        record(self.zone, rtype, result, started);
     }
 
     fn started(&self, hash: u64) {
@@ -106,7 +212,7 @@ impl Drop for TypeMeter {
     }
 }
 
-impl<K: Hash, V: LookupResult> ResolverCache<K, V> for TypeMeter {
+impl<K: Hash + KeyName, V: LookupResult> ResolverCache<K, V> for TypeMeter {
     fn get<Q>(&self, name: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -124,7 +230,11 @@ impl<K: Hash, V: LookupResult> ResolverCache<K, V> for TypeMeter {
         None
     }
 
-    fn insert(&self, key: K, value: V, _valid_until: Instant) {
+    fn insert(&self, key: K, value: V, valid_until: Instant) {
+        if dns_record::recording() {
+            let ttl = dns_record::ttl_until(valid_until);
+            dns_record::note(value.answer(&key.dns_name(), self.rtype, ttl));
+        }
         self.answered(key_hash(&key), value.result());
     }
 }
@@ -142,11 +252,11 @@ impl LookupMeter {
     /// A meter whose lookups are labelled `zone` (the check: spf, dkim, dmarc, arc, iprev).
     pub fn new(zone: &'static str) -> Self {
         LookupMeter {
-            txt: TypeMeter::new(zone, "TXT"),
-            mx: TypeMeter::new(zone, "MX"),
-            a: TypeMeter::new(zone, "A"),
-            aaaa: TypeMeter::new(zone, "AAAA"),
-            ptr: TypeMeter::new(zone, "PTR"),
+            txt: TypeMeter::new(zone, RType::TXT),
+            mx: TypeMeter::new(zone, RType::MX),
+            a: TypeMeter::new(zone, RType::A),
+            aaaa: TypeMeter::new(zone, RType::AAAA),
+            ptr: TypeMeter::new(zone, RType::PTR),
         }
     }
 

@@ -214,8 +214,13 @@ impl Starter {
                     self.require_tls,
                 );
                 let guard = self.drain.clone();
+                let record_dns = self.shared.records.is_some();
                 tokio::spawn(async move {
-                    session.run().await;
+                    if record_dns {
+                        crate::dns_record::Journal::new().scope(session.run()).await;
+                    } else {
+                        session.run().await;
+                    }
                     crate::metrics::METRICS.sessions_active.dec();
                     drop(admission);
                     drop(guard);

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use moat::config::Config;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,34 +42,8 @@ enum Commands {
     /// Score one message offline with the same pipeline as `serve`.
     ///
     /// Exit code 0: accept or add_header; 1: tempfail or reject; 2: usage or input error.
-    Check {
-        /// Config file (default: the built-in defaults, so it works in any directory).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Nameserver IP:port (UDP and TCP); replaces dns.nameservers.
-        #[arg(long, value_name = "HOST:PORT")]
-        dns: Option<SocketAddr>,
-        /// The SMTP client's IP address (needed for the connect, HELO and SPF checks).
-        #[arg(long, value_name = "IP")]
-        client_ip: Option<IpAddr>,
-        /// The client's HELO name.
-        #[arg(long, value_name = "NAME")]
-        helo: Option<String>,
-        /// The envelope sender; an empty string means <>.
-        #[arg(long, value_name = "ADDR")]
-        mail_from: Option<String>,
-        /// An envelope recipient (repeatable).
-        #[arg(long, value_name = "ADDR")]
-        rcpt: Vec<String>,
-        /// Print a JSON object instead of the report (schema in the README).
-        #[arg(long)]
-        json: bool,
-        /// Show why each symbol fired: the text a rule matched, the list that answered.
-        #[arg(long)]
-        explain: bool,
-        /// The message file; `-` or nothing reads standard input.
-        file: Option<PathBuf>,
-    },
+    /// With --replay: 0 when the recorded verdict is reproduced, 1 when it differs.
+    Check(moat::cli::check::CheckArgs),
     /// The messages kept by [quarantine]: list them, show one, or release one to the MTA.
     Quarantine {
         /// Config file.
@@ -161,27 +135,7 @@ fn main() -> ExitCode {
             print!("{}", report.output);
             ExitCode::from(report.exit_code)
         }
-        Commands::Check {
-            config,
-            dns,
-            client_ip,
-            helo,
-            mail_from,
-            rcpt,
-            json,
-            explain,
-            file,
-        } => check(moat::cli::check::CheckArgs {
-            config,
-            dns,
-            client_ip,
-            helo,
-            mail_from,
-            rcpt,
-            file,
-            json,
-            explain,
-        }),
+        Commands::Check(args) => check(args),
     }
 }
 

@@ -75,7 +75,9 @@ fn assemble(
         authserv_id: config.authserv_id(),
     });
     let checks = crate::checks::build(config, &rules, &dns, store);
-    Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth).with_ruleset(rules.digest))
+    Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth)
+        .with_ruleset(rules.digest)
+        .with_dns(dns))
 }
 
 /// How moat reaches the MTA, from `[upstream]` (shared by `serve` and quarantine release).

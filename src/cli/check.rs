@@ -14,26 +14,43 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// What `moat check` was asked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CheckArgs {
-    /// Config file; `None` means the built-in defaults.
+    /// Config file (default: the built-in defaults, so it works in any directory).
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Nameserver override.
+    /// Nameserver IP:port (UDP and TCP); replaces dns.nameservers.
+    #[arg(long, value_name = "HOST:PORT")]
     pub dns: Option<SocketAddr>,
-    /// The SMTP client's address.
+    /// The SMTP client's IP address (needed for the connect, HELO and SPF checks).
+    #[arg(long, value_name = "IP")]
     pub client_ip: Option<IpAddr>,
-    /// The HELO name.
+    /// The client's HELO name.
+    #[arg(long, value_name = "NAME")]
     pub helo: Option<String>,
-    /// The envelope sender (`""` for `<>`).
+    /// The envelope sender; an empty string means <>.
+    #[arg(long, value_name = "ADDR")]
     pub mail_from: Option<String>,
-    /// Envelope recipients.
+    /// An envelope recipient (repeatable).
+    #[arg(long, value_name = "ADDR")]
     pub rcpt: Vec<String>,
-    /// The message file, or `-`/`None` for standard input.
-    pub file: Option<PathBuf>,
-    /// Print JSON instead of the report.
+    /// Print a JSON object instead of the report (schema in the README).
+    #[arg(long)]
     pub json: bool,
-    /// In the report, show for each symbol why it fired (the matched text of rules).
+    /// Show why each symbol fired: the text a rule matched, the list that answered.
+    #[arg(long)]
     pub explain: bool,
+    /// Re-run a transaction record (`[records]`): its client, HELO, envelope and message, with
+    /// DNS answered only from the record. Exit code 0 when the verdict is reproduced, 1 when
+    /// it differs.
+    #[arg(long, value_name = "RECORD.json", conflicts_with_all = ["dns", "client_ip", "helo", "mail_from", "rcpt", "file"])]
+    pub replay: Option<PathBuf>,
+    /// The rules directory to score with (default: the config's `rules.dir`). With --replay:
+    /// shows what this ruleset decides for the recorded transaction.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// The message file; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
 }
 
 /// The result: what to print and the exit code (0 accept/add_header, 1 tempfail/reject).
@@ -57,6 +74,9 @@ pub fn load_config(args: &CheckArgs) -> anyhow::Result<Config> {
     };
     if let Some(ns) = args.dns {
         config.dns.nameservers = vec![ns.to_string()];
+    }
+    if let Some(dir) = &args.rules {
+        config.rules.dir = Some(dir.clone());
     }
     config.validate()?;
     Ok(config)
@@ -100,82 +120,43 @@ fn read_message(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
     Ok(to_crlf(raw))
 }
 
+/// The SMTP facts a check runs with: from the command line, or from a record.
+struct Inputs<'a> {
+    client_ip: Option<IpAddr>,
+    helo: Option<&'a str>,
+    mail_from: Option<&'a str>,
+    rcpt: &'a [String],
+}
+
+/// What the pipeline decided, with what it was decided from.
+struct Scored {
+    verdict: verdict::Verdict,
+    card: ScoreCard,
+    facts: AuthFacts,
+    skipped: Vec<&'static str>,
+}
+
 /// Runs the check. Errors are usage or input errors (exit code 2).
 pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
+    if let Some(record) = &args.replay {
+        return super::replay::run(args, record).await;
+    }
     let config = load_config(args)?;
     let hostname = config.hostname();
     let pipeline = crate::server::build_pipeline(&config, &hostname, None)?;
     let raw = read_message(args.file.as_ref())?;
-
-    let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
-    let client = args
-        .client_ip
-        .map(|ip| SocketAddr::new(ip, 0))
-        .unwrap_or(unspecified);
-    let mut envelope = Envelope::new(client, unspecified);
-    envelope.helo = args.helo.clone();
-    envelope.esmtp = true;
-    let mut facts = AuthFacts::default();
-    let mut card = ScoreCard::default();
-    let mut skipped: Vec<&str> = Vec::new();
-
-    if args.client_ip.is_some() {
-        card.extend(
-            pipeline
-                .run(stage(Stage::Connect, &envelope, card.total()), &mut facts)
-                .await
-                .symbols,
-        );
-        if args.helo.is_some() {
-            card.extend(
-                pipeline
-                    .run(stage(Stage::Helo, &envelope, card.total()), &mut facts)
-                    .await
-                    .symbols,
-            );
-        } else {
-            skipped.push("helo stage (no --helo)");
-        }
-    } else {
-        skipped.push("connect and helo stages (no --client-ip)");
-    }
-    match (&args.mail_from, args.client_ip, &args.helo) {
-        (Some(from), Some(_), Some(_)) => {
-            envelope.sender = Some(from.clone());
-            card.extend(
-                pipeline
-                    .run(stage(Stage::Mail, &envelope, card.total()), &mut facts)
-                    .await
-                    .symbols,
-            );
-        }
-        _ => skipped.push("mail stage and SPF (needs --client-ip, --helo and --mail-from)"),
-    }
-    if args.rcpt.is_empty() {
-        skipped.push("rcpt stage (no --rcpt)");
-    }
-    for r in &args.rcpt {
-        let input = StageInput {
-            recipient: Some(r),
-            ..stage(Stage::Rcpt, &envelope, card.total())
-        };
-        card.extend(pipeline.run(input, &mut facts).await.symbols);
-        envelope.recipients.push(r.clone());
-    }
-    let parsed = mail_parser::MessageParser::default().parse(&raw[..]);
-    let Some(parsed) = parsed else {
-        bail!("the input is not a message (no header could be parsed)");
+    let inputs = Inputs {
+        client_ip: args.client_ip,
+        helo: args.helo.as_deref(),
+        mail_from: args.mail_from.as_deref(),
+        rcpt: &args.rcpt,
     };
-    let input = StageInput {
-        message: Some(MessageInput {
-            raw: &raw,
-            parsed: &parsed,
-        }),
-        ..stage(Stage::Data, &envelope, card.total())
-    };
-    card.extend(pipeline.run(input, &mut facts).await.symbols);
-
-    let v = verdict::decide(&card, &config.verdict, Stage::Data);
+    let Scored {
+        verdict: v,
+        card,
+        facts,
+        skipped,
+    } = score(&pipeline, &config, &inputs, &raw).await?;
     let names = card.names();
     let spam = headers::SpamInfo {
         score: v.score,
@@ -209,6 +190,111 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
         )
     };
     Ok(CheckReport { output, exit_code })
+}
+
+/// Replays a record: the recorded SMTP facts and message through `pipeline`.
+pub(crate) async fn score_record(
+    pipeline: &crate::pipeline::Pipeline,
+    config: &Config,
+    record: &crate::record::Record,
+    raw: &[u8],
+) -> anyhow::Result<(verdict::Verdict, ScoreCard)> {
+    let client: SocketAddr = record
+        .client
+        .parse()
+        .with_context(|| format!("record: client {:?} is not an IP:port", record.client))?;
+    let inputs = Inputs {
+        client_ip: Some(client.ip()),
+        helo: record.helo.as_deref(),
+        mail_from: Some(&record.mail_from),
+        rcpt: &record.rcpts,
+    };
+    let scored = score(pipeline, config, &inputs, raw).await?;
+    Ok((scored.verdict, scored.card))
+}
+
+/// Runs every stage the inputs allow, then the data stage, and decides.
+async fn score(
+    pipeline: &crate::pipeline::Pipeline,
+    config: &Config,
+    args: &Inputs<'_>,
+    raw: &[u8],
+) -> anyhow::Result<Scored> {
+    let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
+    let client = args
+        .client_ip
+        .map(|ip| SocketAddr::new(ip, 0))
+        .unwrap_or(unspecified);
+    let mut envelope = Envelope::new(client, unspecified);
+    envelope.helo = args.helo.map(str::to_string);
+    envelope.esmtp = true;
+    let mut facts = AuthFacts::default();
+    let mut card = ScoreCard::default();
+    let mut skipped: Vec<&'static str> = Vec::new();
+
+    if args.client_ip.is_some() {
+        card.extend(
+            pipeline
+                .run(stage(Stage::Connect, &envelope, card.total()), &mut facts)
+                .await
+                .symbols,
+        );
+        if args.helo.is_some() {
+            card.extend(
+                pipeline
+                    .run(stage(Stage::Helo, &envelope, card.total()), &mut facts)
+                    .await
+                    .symbols,
+            );
+        } else {
+            skipped.push("helo stage (no --helo)");
+        }
+    } else {
+        skipped.push("connect and helo stages (no --client-ip)");
+    }
+    match (args.mail_from, args.client_ip, args.helo) {
+        (Some(from), Some(_), Some(_)) => {
+            envelope.sender = Some(from.to_string());
+            card.extend(
+                pipeline
+                    .run(stage(Stage::Mail, &envelope, card.total()), &mut facts)
+                    .await
+                    .symbols,
+            );
+        }
+        _ => skipped.push("mail stage and SPF (needs --client-ip, --helo and --mail-from)"),
+    }
+    if args.rcpt.is_empty() {
+        skipped.push("rcpt stage (no --rcpt)");
+    }
+    for r in args.rcpt {
+        let input = StageInput {
+            recipient: Some(r),
+            ..stage(Stage::Rcpt, &envelope, card.total())
+        };
+        card.extend(pipeline.run(input, &mut facts).await.symbols);
+        envelope.recipients.push(r.clone());
+    }
+    let parsed = mail_parser::MessageParser::default().parse(raw);
+    let Some(parsed) = parsed else {
+        bail!("the input is not a message (no header could be parsed)");
+    };
+    let input = StageInput {
+        message: Some(MessageInput {
+            raw,
+            parsed: &parsed,
+        }),
+        ..stage(Stage::Data, &envelope, card.total())
+    };
+    card.extend(pipeline.run(input, &mut facts).await.symbols);
+
+    let verdict = verdict::decide(&card, &config.verdict, Stage::Data);
+    Ok(Scored {
+        verdict,
+        card,
+        facts,
+        skipped,
+    })
 }
 
 fn stage(stage: Stage, envelope: &Envelope, score: f64) -> StageInput<'_> {

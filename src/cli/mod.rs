@@ -4,3 +4,4 @@ pub mod check;
 pub mod eval;
 pub mod lint;
 pub mod quarantine;
+pub mod replay;

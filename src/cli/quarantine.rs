@@ -4,17 +4,17 @@
 //! it from the quarantine once the MTA accepted it.
 
 use crate::config::Config;
-use crate::quarantine::{Quarantine, Record};
+use crate::record::{Record, RecordDir};
 use crate::smtp::reply::Reply;
 use crate::upstream::{ClientFacts, Upstream};
 use anyhow::{bail, Context as _};
 
 /// The quarantine of a config, or an error when it is not configured.
-fn open(config: &Config) -> anyhow::Result<Quarantine> {
+fn open(config: &Config) -> anyhow::Result<RecordDir> {
     if !config.quarantine.enabled {
         bail!("{}: [quarantine] is not enabled", config.source.display());
     }
-    Ok(Quarantine::new(&config.quarantine))
+    Ok(RecordDir::quarantine(&config.quarantine))
 }
 
 /// One line per kept message, oldest first.

@@ -100,6 +100,7 @@ pub struct Pipeline {
     deadline: Duration,
     auth: Option<AuthStep>,
     ruleset: String,
+    dns: Option<crate::dns::Dns>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -121,7 +122,19 @@ impl Pipeline {
             deadline,
             auth,
             ruleset: String::new(),
+            dns: None,
         }
+    }
+
+    /// Notes the resolver the checks use (records read TXT texts back from its cache).
+    pub fn with_dns(mut self, dns: crate::dns::Dns) -> Self {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// The resolver the checks use, if any.
+    pub fn dns(&self) -> Option<&crate::dns::Dns> {
+        self.dns.as_ref()
     }
 
     /// Labels the pipeline with the digest of the ruleset it was built from.

@@ -59,9 +59,11 @@ pub struct SessionShared {
     /// Clients whose XFORWARD is believed.
     pub xforward_hosts: crate::rules::lists::NameList,
     /// Where refused messages are kept, when `[quarantine]` is on.
-    pub quarantine: Option<crate::quarantine::Quarantine>,
+    pub quarantine: Option<crate::record::RecordDir>,
     /// Keep tempfailed messages too.
     pub quarantine_tempfail: bool,
+    /// Transaction records, when `[records]` is on.
+    pub records: Option<crate::record::Recorder>,
 }
 
 impl SessionShared {
@@ -92,8 +94,9 @@ impl SessionShared {
             quarantine: config
                 .quarantine
                 .enabled
-                .then(|| crate::quarantine::Quarantine::new(&config.quarantine)),
+                .then(|| crate::record::RecordDir::quarantine(&config.quarantine)),
             quarantine_tempfail: config.quarantine.tempfail,
+            records: crate::record::Recorder::new(&config.records),
         }
     }
 }
@@ -791,7 +794,7 @@ impl Session {
                 .clone()
                 .unwrap_or_else(|| reply::LOCAL_ERROR.reply());
             self.log_transaction(size, &r, Stage::Data, Some(&verdict));
-            self.quarantine(&verdict, &r, body);
+            self.keep_records(&verdict, &r, &body, true);
             self.conn.queue(&r);
             self.end_transaction(true).await;
             return Flow::Continue;
@@ -826,6 +829,7 @@ impl Session {
             }
         };
         self.log_transaction(size, &final_reply, Stage::Data, Some(&verdict));
+        self.keep_records(&verdict, &final_reply, &body, false);
         self.conn.queue(&final_reply);
         self.end_transaction(false).await;
         Flow::Continue
@@ -833,21 +837,44 @@ impl Session {
 
     /// Keeps a copy of a message refused at end of data, with the record of why (written off
     /// this task; the client's reply does not wait for the disk).
-    fn quarantine(&self, verdict: &Verdict, reply: &Reply, message: Vec<u8>) {
-        let Some(q) = &self.shared.quarantine else {
-            return;
-        };
-        let wanted = match verdict.action {
-            crate::pipeline::Action::Reject => true,
-            crate::pipeline::Action::Tempfail => self.shared.quarantine_tempfail,
-            _ => false,
-        };
-        if !wanted {
+    fn keep_records(&self, verdict: &Verdict, reply: &Reply, message: &[u8], refused: bool) {
+        use crate::pipeline::Action;
+        let quarantine = self.shared.quarantine.as_ref().filter(|_| {
+            refused
+                && match verdict.action {
+                    Action::Reject => true,
+                    Action::Tempfail => self.shared.quarantine_tempfail,
+                    _ => false,
+                }
+        });
+        let records = self
+            .shared
+            .records
+            .as_ref()
+            .filter(|r| r.wants(verdict.action));
+        if quarantine.is_none() && records.is_none() {
             return;
         }
+        let record = self.record(verdict, reply, message.len());
+        let dns = self.pipeline.dns().cloned();
+        if let Some(q) = quarantine {
+            q.keep(record.clone(), Some(message.to_vec()), dns.clone());
+        }
+        if let Some(r) = records {
+            let message = r.message.then(|| message.to_vec());
+            let record = crate::record::Record {
+                id: crate::record::RecordDir::new_id(record.time),
+                ..record
+            };
+            r.dir.keep(record, message, dns);
+        }
+    }
+
+    /// What this transaction's record says.
+    fn record(&self, verdict: &Verdict, reply: &Reply, size: usize) -> crate::record::Record {
         let time = crate::store::unix_millis() / 1000;
-        let record = crate::quarantine::Record {
-            id: crate::quarantine::Quarantine::new_id(time),
+        crate::record::Record {
+            id: crate::record::RecordDir::new_id(time),
             time,
             client: self.envelope.client.to_string(),
             client_name: self.client_facts().name,
@@ -855,7 +882,7 @@ impl Session {
             tls: self.envelope.tls.map(str::to_string),
             mail_from: self.envelope.sender.clone().unwrap_or_default(),
             rcpts: self.envelope.recipients.clone(),
-            size: message.len(),
+            size,
             score: verdict.score,
             action: verdict.action.as_str().to_string(),
             reply: reply.to_string(),
@@ -863,14 +890,16 @@ impl Session {
                 .card
                 .symbols
                 .iter()
-                .map(|s| crate::quarantine::RecordSymbol {
+                .map(|s| crate::record::RecordSymbol {
                     name: s.name.clone(),
                     score: s.score,
                 })
                 .collect(),
             ruleset: self.pipeline.ruleset().to_string(),
-        };
-        q.keep(record, message);
+            dns: crate::dns_record::Journal::current()
+                .map(|j| j.snapshot())
+                .unwrap_or_default(),
+        }
     }
 
     /// The transaction's one summary line (and its metrics): everything an admin needs to

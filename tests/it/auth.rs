@@ -26,6 +26,7 @@ fn args(dns: SocketAddr, file: PathBuf) -> CheckArgs {
         file: Some(file),
         json: true,
         explain: false,
+        ..Default::default()
     }
 }
 

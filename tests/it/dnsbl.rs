@@ -42,6 +42,7 @@ async fn check(
         file: Some(file),
         json: true,
         explain: false,
+        ..Default::default()
     };
     serde_json::from_str(&run(&args).await.expect("check").output).unwrap()
 }

@@ -4,7 +4,7 @@
 
 use crate::support::{crlf, Moat, Sink};
 use moat::config::Config;
-use moat::quarantine::Quarantine;
+use moat::record::RecordDir;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ fn quarantine_on(c: &mut Config, dir: &Path) {
 }
 
 /// The records once `n` are there (moat writes them off the session's task).
-async fn wait_for(q: &Quarantine, n: usize) -> Vec<moat::quarantine::Record> {
+async fn wait_for(q: &RecordDir, n: usize) -> Vec<moat::record::Record> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let list = q.list().expect("list");
@@ -64,7 +64,7 @@ async fn refused_message_is_kept_and_released_to_the_mta() {
         )
         .await;
     assert_eq!(r.code, 250);
-    let q = Quarantine::new(&config.quarantine);
+    let q = RecordDir::quarantine(&config.quarantine);
     let list = wait_for(&q, 1).await;
     assert_eq!(list.len(), 1, "{list:?}");
     let rec = &list[0];
@@ -142,7 +142,7 @@ async fn list_and_show_from_the_command_line() {
         c.send_message("", &["b@example.test"], &spam).await.code,
         550
     );
-    let q = Quarantine::new(&moat::config::QuarantineConfig {
+    let q = RecordDir::quarantine(&moat::config::QuarantineConfig {
         enabled: true,
         dir: dir.path().join("q"),
         ..Default::default()

@@ -1,8 +1,10 @@
-//! The quarantine: a copy of each message refused at end of data, with a record of why, in a
-//! directory bounded in size and age. `moat quarantine list|show|release` reads it; release
-//! re-injects a message to the upstream with its original envelope.
+//! Transaction records: what moat saw and decided for one transaction (client, HELO, TLS,
+//! envelope, the DNS answers its checks used, ruleset, symbols, action, reply), kept in a
+//! directory bounded in size and age. Two directories use them: `[records]`, for replaying a
+//! verdict (`moat check --replay`), and `[quarantine]`, the refused messages an admin can
+//! release (`moat quarantine list|show|release`).
 //!
-//! Each entry is `ID.eml` (the message as received) and `ID.json` (the record). The record is
+//! Each entry is `ID.json` (the record) and, when the message is kept, `ID.eml`. The record is
 //! written last, through a temporary name, so a listed entry is always complete.
 
 use serde::{Deserialize, Serialize};
@@ -11,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why a quarantine operation failed.
+/// Why reading or writing records failed.
 #[derive(Debug, thiserror::Error)]
-pub enum QuarantineError {
+pub enum RecordError {
     /// Reading or writing the directory failed.
-    #[error("quarantine {path}: {source}")]
+    #[error("{path}: {source}")]
     Io {
         /// The file or directory.
         path: String,
@@ -23,10 +25,10 @@ pub enum QuarantineError {
         source: std::io::Error,
     },
     /// No entry has this id.
-    #[error("no quarantined message {0:?}")]
-    NotFound(String),
+    #[error("no {0} {1:?}")]
+    NotFound(&'static str, String),
     /// A record is not valid JSON.
-    #[error("quarantine record {path}: {message}")]
+    #[error("record {path}: {message}")]
     BadRecord {
         /// The record file.
         path: String,
@@ -75,17 +77,64 @@ pub struct Record {
     pub symbols: Vec<RecordSymbol>,
     /// The ruleset's version hash.
     pub ruleset: String,
+    /// Every DNS answer the checks used, for an exact replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<crate::dns_record::DnsAnswer>,
 }
 
-/// A quarantine directory with its bounds.
+/// A directory of records with its bounds.
 #[derive(Debug, Clone)]
-pub struct Quarantine {
+pub struct RecordDir {
+    /// `quarantine` or `records`, for log lines.
+    label: &'static str,
     dir: PathBuf,
     max_bytes: u64,
     max_age: Duration,
     /// Unix seconds of the last prune: pruning reads every record, so it runs at most once a
     /// minute, not for every kept message.
     last_prune: Arc<AtomicU64>,
+}
+
+/// Which transactions get a record, from `[records]`.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// Where they go.
+    pub dir: RecordDir,
+    rejected: bool,
+    tempfailed: bool,
+    accepted_sample: f64,
+    /// Keep the message too.
+    pub message: bool,
+}
+
+impl Recorder {
+    /// The recorder of `[records]`, or `None` when it is off.
+    pub fn new(config: &crate::config::RecordsConfig) -> Option<Recorder> {
+        config.enabled.then(|| Recorder {
+            dir: RecordDir::records(config),
+            rejected: config.rejected,
+            tempfailed: config.tempfailed,
+            accepted_sample: config.accepted_sample,
+            message: config.message,
+        })
+    }
+
+    /// Whether a transaction that ended with `action` gets a record (accepted ones by sample).
+    pub fn wants(&self, action: crate::pipeline::Action) -> bool {
+        use crate::pipeline::Action;
+        match action {
+            Action::Reject => self.rejected,
+            Action::Tempfail => self.tempfailed,
+            Action::Accept | Action::AddHeader => {
+                if self.accepted_sample >= 1.0 {
+                    return true;
+                }
+                let mut r = [0u8; 4];
+                let _ = aws_lc_rs::rand::fill(&mut r);
+                f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX) < self.accepted_sample
+            }
+        }
+    }
 }
 
 /// How often `keep` may prune.
@@ -96,22 +145,51 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QuarantineError + '_ {
-    move |source| QuarantineError::Io {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RecordError + '_ {
+    move |source| RecordError::Io {
         path: path.display().to_string(),
         source,
     }
 }
 
-impl Quarantine {
+impl RecordDir {
     /// The directory of `[quarantine]` with its bounds.
-    pub fn new(config: &crate::config::QuarantineConfig) -> Quarantine {
-        Quarantine {
-            dir: config.dir.clone(),
-            max_bytes: config.max_size_mb.saturating_mul(1 << 20),
-            max_age: config.max_age.0,
+    pub fn quarantine(config: &crate::config::QuarantineConfig) -> RecordDir {
+        RecordDir::new(
+            "quarantine",
+            &config.dir,
+            config.max_size_mb,
+            config.max_age.0,
+        )
+    }
+
+    /// The directory of `[records]` with its bounds.
+    pub fn records(config: &crate::config::RecordsConfig) -> RecordDir {
+        RecordDir::new("records", &config.dir, config.max_size_mb, config.max_age.0)
+    }
+
+    fn new(label: &'static str, dir: &Path, max_size_mb: u64, max_age: Duration) -> RecordDir {
+        RecordDir {
+            label,
+            dir: dir.to_path_buf(),
+            max_bytes: max_size_mb.saturating_mul(1 << 20),
+            max_age,
             last_prune: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// What an entry is called in messages.
+    fn noun(&self) -> &'static str {
+        if self.label == "quarantine" {
+            "quarantined message"
+        } else {
+            "record"
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A new id: time, then random, so ids sort by time and never collide.
@@ -123,15 +201,27 @@ impl Quarantine {
     }
 
     /// Writes the entry off the calling task (the session does not wait for the disk), then
-    /// enforces the bounds. Failures are logged, never reported to the client.
-    pub fn keep(&self, record: Record, message: Vec<u8>) {
+    /// enforces the bounds. Failures are logged, never reported to the client. `dns` is the
+    /// resolver that answered the session, for the TXT texts the record still lacks.
+    pub fn keep(&self, mut record: Record, message: Option<Vec<u8>>, dns: Option<crate::dns::Dns>) {
         let q = self.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = q.write(&record, &message) {
-                tracing::warn!(error = %e, id = %record.id, "quarantine: message not kept");
+        tokio::spawn(async move {
+            if let Some(dns) = dns {
+                crate::dns_record::complete(&mut record.dns, &dns).await;
+            }
+            let _ =
+                tokio::task::spawn_blocking(move || q.keep_now(&record, message.as_deref())).await;
+        });
+    }
+
+    fn keep_now(&self, record: &Record, message: Option<&[u8]>) {
+        let q = self;
+        {
+            if let Err(e) = q.write(record, message) {
+                tracing::warn!(error = %e, id = %record.id, "{}: record not kept", q.label);
                 return;
             }
-            tracing::info!(id = %record.id, dir = %q.dir.display(), "quarantine: message kept");
+            tracing::info!(id = %record.id, dir = %q.dir.display(), "{}: record kept", q.label);
             let now = crate::store::unix_millis() / 1000;
             let last = q.last_prune.load(Ordering::Relaxed);
             if now >= last + PRUNE_EVERY
@@ -140,18 +230,20 @@ impl Quarantine {
                     .is_ok()
             {
                 if let Err(e) = q.prune(now) {
-                    tracing::warn!(error = %e, "quarantine: pruning failed");
+                    tracing::warn!(error = %e, "{}: pruning failed", q.label);
                 }
             }
-        });
+        }
     }
 
-    /// Writes `ID.eml`, then `ID.json` through a temporary name.
-    pub fn write(&self, record: &Record, message: &[u8]) -> Result<(), QuarantineError> {
+    /// Writes `ID.eml` (when there is a message), then `ID.json` through a temporary name.
+    pub fn write(&self, record: &Record, message: Option<&[u8]>) -> Result<(), RecordError> {
         std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let eml = self.dir.join(format!("{}.eml", record.id));
-        std::fs::write(&eml, message).map_err(io_err(&eml))?;
-        let json = serde_json::to_vec_pretty(record).map_err(|e| QuarantineError::BadRecord {
+        if let Some(message) = message {
+            let eml = self.dir.join(format!("{}.eml", record.id));
+            std::fs::write(&eml, message).map_err(io_err(&eml))?;
+        }
+        let json = serde_json::to_vec_pretty(record).map_err(|e| RecordError::BadRecord {
             path: record.id.clone(),
             message: e.to_string(),
         })?;
@@ -161,8 +253,25 @@ impl Quarantine {
         std::fs::rename(&tmp, &final_path).map_err(io_err(&final_path))
     }
 
+    /// The record in a file (an entry's `ID.json`, or a copy of one elsewhere) and its message,
+    /// `ID.eml` next to it, if there is one.
+    pub fn read_file(path: &Path) -> Result<(Record, Option<Vec<u8>>), RecordError> {
+        let text = std::fs::read(path).map_err(io_err(path))?;
+        let record: Record = serde_json::from_slice(&text).map_err(|e| RecordError::BadRecord {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let eml = path.with_extension("eml");
+        let message = match std::fs::read(&eml) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(&eml)(e)),
+        };
+        Ok((record, message))
+    }
+
     /// Every complete entry, oldest first.
-    pub fn list(&self) -> Result<Vec<Record>, QuarantineError> {
+    pub fn list(&self) -> Result<Vec<Record>, RecordError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -186,22 +295,22 @@ impl Quarantine {
         Ok(out)
     }
 
-    fn record(&self, id: &str) -> Result<Record, QuarantineError> {
+    fn record(&self, id: &str) -> Result<Record, RecordError> {
         let path = self.dir.join(format!("{id}.json"));
         let text = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => QuarantineError::NotFound(id.to_string()),
+            std::io::ErrorKind::NotFound => RecordError::NotFound(self.noun(), id.to_string()),
             _ => io_err(&path)(e),
         })?;
-        serde_json::from_slice(&text).map_err(|e| QuarantineError::BadRecord {
+        serde_json::from_slice(&text).map_err(|e| RecordError::BadRecord {
             path: path.display().to_string(),
             message: e.to_string(),
         })
     }
 
     /// One entry: its record and the message.
-    pub fn get(&self, id: &str) -> Result<(Record, Vec<u8>), QuarantineError> {
+    pub fn get(&self, id: &str) -> Result<(Record, Vec<u8>), RecordError> {
         if !valid_id(id) {
-            return Err(QuarantineError::NotFound(id.to_string()));
+            return Err(RecordError::NotFound(self.noun(), id.to_string()));
         }
         let record = self.record(id)?;
         let eml = self.dir.join(format!("{id}.eml"));
@@ -210,9 +319,9 @@ impl Quarantine {
     }
 
     /// Removes an entry (the record first, so it is never listed half-removed).
-    pub fn remove(&self, id: &str) -> Result<(), QuarantineError> {
+    pub fn remove(&self, id: &str) -> Result<(), RecordError> {
         if !valid_id(id) {
-            return Err(QuarantineError::NotFound(id.to_string()));
+            return Err(RecordError::NotFound(self.noun(), id.to_string()));
         }
         for ext in ["json", "eml"] {
             let path = self.dir.join(format!("{id}.{ext}"));
@@ -220,7 +329,7 @@ impl Quarantine {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && ext == "eml" => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(QuarantineError::NotFound(id.to_string()))
+                    return Err(RecordError::NotFound(self.noun(), id.to_string()))
                 }
                 Err(e) => return Err(io_err(&path)(e)),
             }
@@ -230,7 +339,7 @@ impl Quarantine {
 
     /// Removes entries older than the age bound, then the oldest until the directory is
     /// within the size bound. Returns how many went.
-    pub fn prune(&self, now: u64) -> Result<usize, QuarantineError> {
+    pub fn prune(&self, now: u64) -> Result<usize, RecordError> {
         let records = self.list()?;
         let size = |id: &str| -> u64 {
             ["json", "eml"]
@@ -283,13 +392,14 @@ mod tests {
                 score: 20.0,
             }],
             ruleset: "abc".into(),
+            dns: Vec::new(),
         }
     }
 
     #[test]
     fn write_list_get_remove_and_prune() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let q = Quarantine::new(&QuarantineConfig {
+        let q = RecordDir::quarantine(&QuarantineConfig {
             enabled: true,
             dir: dir.path().join("q"),
             max_size_mb: 1,
@@ -303,7 +413,7 @@ mod tests {
         for (i, t) in [(1, 1000), (2, 1050), (3, 1100)] {
             q.write(
                 &record(&format!("{t}-0{i}"), t),
-                b"Subject: x\r\n\r\nbody\r\n",
+                Some(b"Subject: x\r\n\r\nbody\r\n"),
             )
             .expect("write");
         }
@@ -314,21 +424,23 @@ mod tests {
         assert_eq!(m, b"Subject: x\r\n\r\nbody\r\n");
         assert!(matches!(
             q.get("../etc/passwd"),
-            Err(QuarantineError::NotFound(_))
+            Err(RecordError::NotFound(..))
         ));
         // Age bound: at 1120 the entry of 1000 is too old (max_age 100 s).
         assert_eq!(q.prune(1120).expect("prune"), 1);
         q.remove("1050-02").expect("remove");
         assert!(matches!(
             q.remove("1050-02"),
-            Err(QuarantineError::NotFound(_))
+            Err(RecordError::NotFound(..))
         ));
         let ids: Vec<String> = q.list().expect("list").into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["1100-03"]);
         // Size bound: 1 MiB; two messages of 600 KiB leave only the newer.
         let big = vec![b'x'; 600 << 10];
-        q.write(&record("1101-04", 1101), &big).expect("write");
-        q.write(&record("1102-05", 1102), &big).expect("write");
+        q.write(&record("1101-04", 1101), Some(&big))
+            .expect("write");
+        q.write(&record("1102-05", 1102), Some(&big))
+            .expect("write");
         q.prune(1110).expect("prune");
         let ids: Vec<String> = q.list().expect("list").into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["1102-05"]);
@@ -336,8 +448,8 @@ mod tests {
 
     #[test]
     fn ids_sort_by_time_and_are_file_safe() {
-        let a = Quarantine::new_id(1700000000);
-        let b = Quarantine::new_id(1700000000);
+        let a = RecordDir::new_id(1700000000);
+        let b = RecordDir::new_id(1700000000);
         assert_ne!(a, b);
         assert!(a.starts_with("1700000000-") && valid_id(&a), "{a}");
     }

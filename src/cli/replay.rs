@@ -1,0 +1,227 @@
+//! `moat check --replay RECORD`: re-runs a recorded transaction (client, HELO, envelope,
+//! message) through the pipeline with DNS answered only from the record, and compares the
+//! verdict with the recorded one. With `--rules DIR` the comparison shows what that ruleset
+//! would have decided for the same inputs.
+
+use super::check::{load_config, CheckArgs, CheckReport};
+use crate::dns_record::ReplayDns;
+use crate::record::{Record, RecordDir};
+use anyhow::{bail, Context as _};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Symbols that come from the store (greylisting, rate limits): a replay has no store, and
+/// their answer depended on earlier traffic anyway, so they are left out of the comparison.
+const STATEFUL: &[&str] = &["GREYLIST", "GREYLIST_PASS", "RATELIMIT", "STORE_FAIL"];
+
+/// Scores within this are the same (records keep scores as computed, sums may round).
+const SCORE_EPSILON: f64 = 0.005;
+
+/// One symbol whose presence or score differs.
+#[derive(Debug, Clone, PartialEq)]
+struct Change {
+    name: String,
+    recorded: Option<f64>,
+    replayed: Option<f64>,
+}
+
+/// Replays `path`. Exit code 0 when the verdict is reproduced, 1 when it differs.
+pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
+    let (record, message) = RecordDir::read_file(path)?;
+    let Some(message) = message else {
+        bail!(
+            "{}: the record has no message next to it ({} is missing; records.message = false?)",
+            path.display(),
+            path.with_extension("eml").display()
+        );
+    };
+    let server = ReplayDns::start(record.dns.clone())
+        .await
+        .context("starting the replay DNS server on 127.0.0.1")?;
+    let mut config = load_config(args)?;
+    config.dns.nameservers = vec![server.addr.to_string()];
+    // Unrecorded names get SERVFAIL at once; one attempt keeps a replay from retrying them.
+    config.dns.attempts = 1;
+    let hostname = config.hostname();
+    let pipeline = crate::server::build_pipeline(&config, &hostname, None)?;
+    let (verdict, card) = super::check::score_record(&pipeline, &config, &record, &message).await?;
+    drop(server);
+
+    let recorded: BTreeMap<&str, f64> = record
+        .symbols
+        .iter()
+        .filter(|s| !STATEFUL.contains(&s.name.as_str()))
+        .map(|s| (s.name.as_str(), s.score))
+        .collect();
+    let replayed: BTreeMap<&str, f64> = card
+        .symbols
+        .iter()
+        .map(|s| (s.name.as_str(), s.score))
+        .collect();
+    let changes = diff(&recorded, &replayed);
+    let stateful: Vec<&str> = record
+        .symbols
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| STATEFUL.contains(n))
+        .collect();
+    let recorded_score = record.score
+        - record
+            .symbols
+            .iter()
+            .filter(|s| STATEFUL.contains(&s.name.as_str()))
+            .map(|s| s.score)
+            .sum::<f64>();
+    let action = verdict.action.as_str();
+    let identical = changes.is_empty()
+        && action == record.action
+        && (verdict.score - recorded_score).abs() < SCORE_EPSILON;
+    let same_ruleset = pipeline.ruleset() == record.ruleset;
+
+    let output = if args.json {
+        let changes: Vec<_> = changes
+            .iter()
+            .map(|c| json!({"name": c.name, "recorded": c.recorded, "replayed": c.replayed}))
+            .collect();
+        let mut text = serde_json::to_string_pretty(&json!({
+            "record": record.id,
+            "identical": identical,
+            "ruleset": {"recorded": record.ruleset, "replayed": pipeline.ruleset()},
+            "recorded": {"action": record.action, "score": record.score, "reply": record.reply},
+            "replayed": {"action": action, "score": verdict.score, "reply": verdict.reply.as_ref().map(|r| r.to_string())},
+            "changes": changes,
+            "not_replayed": stateful,
+            "dns_answers": record.dns.len(),
+        }))?;
+        text.push('\n');
+        text
+    } else {
+        text_report(
+            &record,
+            &verdict,
+            &changes,
+            &stateful,
+            identical,
+            same_ruleset,
+            pipeline.ruleset(),
+        )
+    };
+    Ok(CheckReport {
+        output,
+        exit_code: if identical { 0 } else { 1 },
+    })
+}
+
+fn diff(recorded: &BTreeMap<&str, f64>, replayed: &BTreeMap<&str, f64>) -> Vec<Change> {
+    let mut names: Vec<&str> = recorded.keys().chain(replayed.keys()).copied().collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (a, b) = (recorded.get(name).copied(), replayed.get(name).copied());
+            let same = matches!((a, b), (Some(x), Some(y)) if (x - y).abs() < SCORE_EPSILON);
+            (!same).then(|| Change {
+                name: name.to_string(),
+                recorded: a,
+                replayed: b,
+            })
+        })
+        .collect()
+}
+
+fn text_report(
+    record: &Record,
+    verdict: &crate::verdict::Verdict,
+    changes: &[Change],
+    stateful: &[&str],
+    identical: bool,
+    same_ruleset: bool,
+    ruleset: &str,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "replay of {} (client {}, from <{}>, {} DNS answers recorded)",
+        record.id,
+        record.client,
+        record.mail_from,
+        record.dns.len()
+    );
+    if same_ruleset {
+        let _ = writeln!(out, "ruleset:  {} (as recorded)", short(ruleset));
+    } else {
+        let _ = writeln!(
+            out,
+            "ruleset:  {} (recorded with {})",
+            short(ruleset),
+            short(&record.ruleset)
+        );
+    }
+    let recorded = format!(
+        "recorded: {:<10} score {:>6.2}  {}",
+        record.action, record.score, record.reply
+    );
+    let _ = writeln!(out, "{}", recorded.trim_end());
+    let replayed = format!(
+        "replayed: {:<10} score {:>6.2}  {}",
+        verdict.action.as_str(),
+        verdict.score,
+        verdict
+            .reply
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "{}", replayed.trim_end());
+    for c in changes {
+        let line = match (c.recorded, c.replayed) {
+            (None, Some(b)) => format!("  + {:<28} {b:>6.2}   (new)", c.name),
+            (Some(a), None) => format!("  - {:<28} {a:>6.2}   (gone)", c.name),
+            (Some(a), Some(b)) => format!("  ~ {:<28} {a:>6.2} -> {b:.2}", c.name),
+            (None, None) => continue,
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    if !stateful.is_empty() {
+        let _ = writeln!(
+            out,
+            "not replayed (they need the store): {}",
+            stateful.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "result:   {}",
+        if identical {
+            "identical verdict"
+        } else {
+            "the verdict differs"
+        }
+    );
+    out
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_names_new_gone_and_changed_symbols() {
+        let a: BTreeMap<&str, f64> = [("A", 1.0), ("B", 2.0), ("C", 3.0)].into();
+        let b: BTreeMap<&str, f64> = [("A", 1.0), ("B", 2.5), ("D", 0.5)].into();
+        let d = diff(&a, &b);
+        let names: Vec<_> = d.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["B", "C", "D"]);
+        assert_eq!(d[0].replayed, Some(2.5));
+        assert_eq!(d[1].replayed, None);
+        assert_eq!(d[2].recorded, None);
+        assert!(diff(&a, &a).is_empty());
+    }
+}
