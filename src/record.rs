@@ -51,6 +51,13 @@ pub struct RecordSymbol {
 pub struct Record {
     /// The entry's id (also its file names).
     pub id: String,
+    /// The stage the verdict was reached at: `data`, or `connect`, `mail`, `rcpt` for a
+    /// refusal before the message.
+    #[serde(default = "data_stage")]
+    pub stage: String,
+    /// The recipient refused, for a refusal at `rcpt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_rcpt: Option<String>,
     /// When it was refused, Unix seconds.
     pub time: u64,
     /// The client's address and port.
@@ -80,6 +87,10 @@ pub struct Record {
     /// Every DNS answer the checks used, for an exact replay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<crate::dns_record::DnsAnswer>,
+}
+
+fn data_stage() -> String {
+    "data".into()
 }
 
 /// A directory of records with its bounds.
@@ -376,6 +387,8 @@ mod tests {
     fn record(id: &str, time: u64) -> Record {
         Record {
             id: id.into(),
+            stage: "data".into(),
+            refused_rcpt: None,
             time,
             client: "192.0.2.1:4711".into(),
             client_name: None,

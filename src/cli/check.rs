@@ -156,7 +156,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
         card,
         facts,
         skipped,
-    } = score(&pipeline, &config, &inputs, &raw).await?;
+    } = score(&pipeline, &config, &inputs, Some(&raw), Stage::Data).await?;
     let names = card.names();
     let spam = headers::SpamInfo {
         score: v.score,
@@ -197,19 +197,29 @@ pub(crate) async fn score_record(
     pipeline: &crate::pipeline::Pipeline,
     config: &Config,
     record: &crate::record::Record,
-    raw: &[u8],
+    raw: Option<&[u8]>,
 ) -> anyhow::Result<(verdict::Verdict, ScoreCard)> {
     let client: SocketAddr = record
         .client
         .parse()
         .with_context(|| format!("record: client {:?} is not an IP:port", record.client))?;
+    let until = match record.stage.as_str() {
+        "connect" => Stage::Connect,
+        "mail" => Stage::Mail,
+        "rcpt" => Stage::Rcpt,
+        "data" => Stage::Data,
+        other => bail!("record: unknown stage {other:?}"),
+    };
+    // A refused recipient was never added to the envelope; it is checked last, as it was.
+    let mut rcpts = record.rcpts.clone();
+    rcpts.extend(record.refused_rcpt.iter().cloned());
     let inputs = Inputs {
         client_ip: Some(client.ip()),
         helo: record.helo.as_deref(),
-        mail_from: Some(&record.mail_from),
-        rcpt: &record.rcpts,
+        mail_from: (until != Stage::Connect).then_some(record.mail_from.as_str()),
+        rcpt: &rcpts,
     };
-    let scored = score(pipeline, config, &inputs, raw).await?;
+    let scored = score(pipeline, config, &inputs, raw, until).await?;
     Ok((scored.verdict, scored.card))
 }
 
@@ -218,7 +228,8 @@ async fn score(
     pipeline: &crate::pipeline::Pipeline,
     config: &Config,
     args: &Inputs<'_>,
-    raw: &[u8],
+    raw: Option<&[u8]>,
+    until: Stage,
 ) -> anyhow::Result<Scored> {
     let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
     let client = args
@@ -231,6 +242,12 @@ async fn score(
     let mut facts = AuthFacts::default();
     let mut card = ScoreCard::default();
     let mut skipped: Vec<&'static str> = Vec::new();
+    let done = |card: ScoreCard, facts: AuthFacts, skipped: Vec<&'static str>, at: Stage| Scored {
+        verdict: verdict::decide(&card, &config.verdict, at),
+        card,
+        facts,
+        skipped,
+    };
 
     if args.client_ip.is_some() {
         card.extend(
@@ -239,6 +256,9 @@ async fn score(
                 .await
                 .symbols,
         );
+        if until == Stage::Connect {
+            return Ok(done(card, facts, skipped, until));
+        }
         if args.helo.is_some() {
             card.extend(
                 pipeline
@@ -264,6 +284,9 @@ async fn score(
         }
         _ => skipped.push("mail stage and SPF (needs --client-ip, --helo and --mail-from)"),
     }
+    if until == Stage::Mail {
+        return Ok(done(card, facts, skipped, until));
+    }
     if args.rcpt.is_empty() {
         skipped.push("rcpt stage (no --rcpt)");
     }
@@ -275,6 +298,12 @@ async fn score(
         card.extend(pipeline.run(input, &mut facts).await.symbols);
         envelope.recipients.push(r.clone());
     }
+    if until == Stage::Rcpt {
+        return Ok(done(card, facts, skipped, until));
+    }
+    let Some(raw) = raw else {
+        bail!("no message to run the data stage on");
+    };
     let parsed = mail_parser::MessageParser::default().parse(raw);
     let Some(parsed) = parsed else {
         bail!("the input is not a message (no header could be parsed)");
@@ -287,14 +316,7 @@ async fn score(
         ..stage(Stage::Data, &envelope, card.total())
     };
     card.extend(pipeline.run(input, &mut facts).await.symbols);
-
-    let verdict = verdict::decide(&card, &config.verdict, Stage::Data);
-    Ok(Scored {
-        verdict,
-        card,
-        facts,
-        skipped,
-    })
+    Ok(done(card, facts, skipped, Stage::Data))
 }
 
 fn stage(stage: Stage, envelope: &Envelope, score: f64) -> StageInput<'_> {

@@ -30,13 +30,13 @@ struct Change {
 /// Replays `path`. Exit code 0 when the verdict is reproduced, 1 when it differs.
 pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
     let (record, message) = RecordDir::read_file(path)?;
-    let Some(message) = message else {
+    if message.is_none() && record.stage == "data" {
         bail!(
             "{}: the record has no message next to it ({} is missing; records.message = false?)",
             path.display(),
             path.with_extension("eml").display()
         );
-    };
+    }
     let server = ReplayDns::start(record.dns.clone())
         .await
         .context("starting the replay DNS server on 127.0.0.1")?;
@@ -46,7 +46,8 @@ pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
     config.dns.attempts = 1;
     let hostname = config.hostname();
     let pipeline = crate::server::build_pipeline(&config, &hostname, None)?;
-    let (verdict, card) = super::check::score_record(&pipeline, &config, &record, &message).await?;
+    let (verdict, card) =
+        super::check::score_record(&pipeline, &config, &record, message.as_deref()).await?;
     drop(server);
 
     let recorded: BTreeMap<&str, f64> = record
@@ -144,10 +145,11 @@ fn text_report(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "replay of {} (client {}, from <{}>, {} DNS answers recorded)",
+        "replay of {} (client {}, from <{}>, decided at {}, {} DNS answers recorded)",
         record.id,
         record.client,
         record.mail_from,
+        record.stage,
         record.dns.len()
     );
     if same_ruleset {

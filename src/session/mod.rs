@@ -217,6 +217,7 @@ impl Session {
         };
         let refused = self.refusal(&card, Stage::Connect);
         if let (Some(r), false) = (refused, self.shared.verdict.delay_reject) {
+            self.keep_early_record(&card, Stage::Connect, None, &r);
             // RFC 5321 3.1: a server may answer the connection with 554 instead of 220.
             self.conn.queue(&r);
             self.conn.close().await;
@@ -620,6 +621,7 @@ impl Session {
         let symbols = self.run_stage(Stage::Mail, None, None).await;
         self.card.extend(symbols);
         if let Some(r) = self.refusal(&self.card.clone(), Stage::Mail) {
+            self.keep_early_record(&self.card, Stage::Mail, None, &r);
             if self.shared.verdict.delay_reject {
                 // Postfix's smtpd_delay_reject: take MAIL (moat's own 250, the upstream never
                 // hears of it) and refuse every RCPT, so the log shows sender and recipients.
@@ -686,6 +688,7 @@ impl Session {
             return Flow::Continue;
         }
         if let Some(refused) = self.refusal(&tentative, Stage::Rcpt) {
+            self.keep_early_record(&tentative, Stage::Rcpt, Some(&r.address), &refused);
             tracing::info!(session = self.id, client = %self.envelope.client, rcpt = %r.address,
                 score = tentative.total(), symbols = %tentative.names().join(","), reply = %refused, "recipient refused");
             count_recipient(&refused, "rcpt");
@@ -872,8 +875,43 @@ impl Session {
 
     /// What this transaction's record says.
     fn record(&self, verdict: &Verdict, reply: &Reply, size: usize) -> crate::record::Record {
+        self.record_at(&self.card, Stage::Data, None, verdict, reply, size)
+    }
+
+    /// Records a refusal by the checks before end of data (connect, MAIL or RCPT), when
+    /// `[records]` wants it. `card` holds the symbols the refusal was decided on; `recipient`
+    /// is the refused RCPT.
+    fn keep_early_record(
+        &self,
+        card: &ScoreCard,
+        stage: Stage,
+        recipient: Option<&str>,
+        reply: &Reply,
+    ) {
+        let Some(records) = &self.shared.records else {
+            return;
+        };
+        let verdict = verdict::decide(card, &self.shared.verdict, stage);
+        if !records.wants(verdict.action) {
+            return;
+        }
+        let record = self.record_at(card, stage, recipient, &verdict, reply, 0);
+        records.dir.keep(record, None, self.pipeline.dns().cloned());
+    }
+
+    fn record_at(
+        &self,
+        card: &ScoreCard,
+        stage: Stage,
+        refused_rcpt: Option<&str>,
+        verdict: &Verdict,
+        reply: &Reply,
+        size: usize,
+    ) -> crate::record::Record {
         let time = crate::store::unix_millis() / 1000;
         crate::record::Record {
+            stage: stage.as_str().to_string(),
+            refused_rcpt: refused_rcpt.map(str::to_string),
             id: crate::record::RecordDir::new_id(time),
             time,
             client: self.envelope.client.to_string(),
@@ -886,8 +924,7 @@ impl Session {
             score: verdict.score,
             action: verdict.action.as_str().to_string(),
             reply: reply.to_string(),
-            symbols: self
-                .card
+            symbols: card
                 .symbols
                 .iter()
                 .map(|s| crate::record::RecordSymbol {

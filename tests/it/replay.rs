@@ -1,6 +1,6 @@
-//! Transaction records and exact replay: two transactions over SMTP use DNSBL, RHSBL, URIBL,
-//! SPF, DKIM, DMARC and reverse DNS lookups; their records hold every answer; with the DNS
-//! server stopped, `moat check --replay` reproduces both verdicts from the records alone, an
+//! Transaction records and exact replay: transactions over SMTP use DNSBL, RHSBL, URIBL,
+//! SPF, DKIM, DMARC and reverse DNS lookups (accepted, refused at end of data, at connect, at
+//! MAIL); their records hold every answer; with the DNS server stopped, `moat check --replay` reproduces both verdicts from the records alone, an
 //! edited ruleset shows its difference, and a record stripped of its answers does not
 //! reproduce (so the answers really came from the record).
 
@@ -97,15 +97,28 @@ async fn recorded_transactions_replay_exactly_without_the_dns_server() {
         .await;
     assert_eq!(r.code, 550, "{r:?}");
     c.cmd("QUIT").await;
+    // Three: 127.0.0.1 is on the list with 20 points: refused at connect.
+    let c = Client::connect_from(moat.addr, "127.0.0.1").await;
+    assert_eq!(c.greeting.code, 554, "{:?}", c.greeting);
+    // Four: a listed HELO and sender from a listed client (5 + 6 + 6): refused at MAIL.
+    let mut c = Client::connect_from(moat.addr, "127.0.0.2").await;
+    assert_eq!(c.cmd("EHLO spammer.example").await.code, 250);
+    let r = c.cmd("MAIL FROM:<x@spammer.example>").await;
+    assert_eq!(r.code, 550, "{r:?}");
 
     let store = RecordDir::records(&config.records);
-    let records = wait_for(&store, 2).await;
-    assert_eq!(records.len(), 2, "{records:?}");
-    let (accepted, refused) = if records[0].action == "reject" {
-        (&records[1], &records[0])
-    } else {
-        (&records[0], &records[1])
+    let records = wait_for(&store, 4).await;
+    assert_eq!(records.len(), 4, "{records:?}");
+    let find = |stage: &str, action: &str| {
+        records
+            .iter()
+            .find(|r| r.stage == stage && r.action == action)
+            .unwrap_or_else(|| panic!("no {stage} {action} record: {records:#?}"))
     };
+    let (accepted, refused) = (find("data", "accept"), find("data", "reject"));
+    let (at_connect, at_mail) = (find("connect", "reject"), find("mail", "reject"));
+    assert!(has(at_connect, "RBL_TEST_SBL"), "{at_connect:?}");
+    assert!(has(at_mail, "DBL_TEST"), "{at_mail:?}");
     assert_eq!(refused.action, "reject");
     assert!(refused.reply.starts_with("550"), "{}", refused.reply);
     for s in ["SPF_PASS", "DKIM_ALLOW", "DMARC_PASS", "RBL_TEST_XBL"] {
@@ -147,7 +160,7 @@ async fn recorded_transactions_replay_exactly_without_the_dns_server() {
     drop(moat);
     drop(dns);
     let cfg = replay_config(dir.path(), &rules);
-    for rec in [accepted, refused] {
+    for rec in [accepted, refused, at_connect, at_mail] {
         let path = records_dir.join(format!("{}.json", rec.id));
         let (v, code) = replay(&path, &cfg, None).await;
         assert_eq!(code, 0, "{v:#}");
