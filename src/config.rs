@@ -70,6 +70,8 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     /// Transaction records for replay.
     pub records: RecordsConfig,
+    /// The statistical classifier.
+    pub bayes: BayesConfig,
     /// Where this config was read from (for error messages); not a key.
     #[serde(skip)]
     pub source: PathBuf,
@@ -619,6 +621,37 @@ impl Default for QuarantineConfig {
             max_size_mb: 1024,
             max_age: ConfigDuration::secs(30 * 86400),
             tempfail: false,
+        }
+    }
+}
+
+/// `[bayes]`: the statistical classifier at the data stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BayesConfig {
+    /// On by default; it stays silent until it has learned enough.
+    pub enabled: bool,
+    /// The model file when `[store]` is embedded (with Redis the model lives in Redis).
+    pub path: PathBuf,
+    /// Spam messages to learn before the classifier says anything.
+    pub min_spam: u32,
+    /// Ham messages to learn before the classifier says anything.
+    pub min_ham: u32,
+    /// A token not learned again for this long is forgotten.
+    pub token_ttl: ConfigDuration,
+    /// How often `serve` checks the model file for a change (embedded store).
+    pub reload_interval: ConfigDuration,
+}
+
+impl Default for BayesConfig {
+    fn default() -> Self {
+        BayesConfig {
+            enabled: true,
+            path: PathBuf::from("/var/lib/moat/bayes.redb"),
+            min_spam: 200,
+            min_ham: 200,
+            token_ttl: ConfigDuration::secs(180 * 86400),
+            reload_interval: ConfigDuration::secs(60),
         }
     }
 }

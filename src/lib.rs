@@ -9,6 +9,7 @@
 //! `config`, `tls`, `stream` and `shutdown` support them; `server` wires them together.
 
 pub mod auth;
+pub mod bayes;
 pub mod checks;
 pub mod cli;
 pub mod config;

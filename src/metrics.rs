@@ -50,6 +50,8 @@ pub struct Metrics {
     pub dnsbl_lookups: IntCounterVec,
     /// Final scores of messages.
     pub score: Histogram,
+    /// The classifier's spam probability of each message it scored.
+    pub bayes_probability: Histogram,
     /// Rule reloads by `result` (ok, failed).
     pub reloads: IntCounterVec,
     /// TLS handshakes with clients by `version`, and `failed`.
@@ -116,6 +118,16 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(score.clone()))
+            .expect("registered once");
+        let bayes_probability = Histogram::with_opts(
+            HistogramOpts::new(
+                "moat_bayes_probability",
+                "Spam probability the classifier gave each message it scored",
+            )
+            .buckets(vec![0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99]),
+        )
+        .expect("valid");
+        r.register(Box::new(bayes_probability.clone()))
             .expect("registered once");
         let dns_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -215,6 +227,7 @@ impl Metrics {
                 &["list", "result"],
             ),
             score,
+            bayes_probability,
             reloads: counter(
                 r,
                 "moat_rule_reloads_total",

@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::pipeline::Pipeline;
-use crate::store::Store;
+use crate::server::State;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -98,13 +98,13 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 async fn rebuild(
     config: &Config,
     hostname: &str,
-    store: Option<&Store>,
+    state: &State,
 ) -> Result<Pipeline, String> {
     let config = config.clone();
     let hostname = hostname.to_string();
-    let store = store.cloned();
+    let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        crate::server::build_pipeline(&config, &hostname, store.as_ref()).map_err(|e| e.to_string())
+        crate::server::build_pipeline(&config, &hostname, &state).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("reload task failed: {e}"))?
@@ -116,7 +116,7 @@ pub async fn run(
     rules: Arc<Rules>,
     config: Config,
     hostname: String,
-    store: Option<Store>,
+    state: State,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -142,7 +142,7 @@ pub async fn run(
             }
         }
         pending = false;
-        match rebuild(&config, &hostname, store.as_ref()).await {
+        match rebuild(&config, &hostname, &state).await {
             Ok(p) => {
                 rules.swap(p);
                 rules.reloads_ok.fetch_add(1, Ordering::Relaxed);

@@ -42,29 +42,68 @@ pub enum StartError {
 pub fn build_pipeline(
     config: &Config,
     hostname: &str,
-    store: Option<&Store>,
+    state: &State,
 ) -> Result<Pipeline, StartError> {
     let rules = RuleSet::load(config.rules.dir.as_deref())?;
-    assemble(config, hostname, store, rules)
+    assemble(
+        config,
+        hostname,
+        state.store.as_ref(),
+        state.model.as_ref(),
+        rules,
+    )
 }
 
-/// The pipeline for offline corpus work (`moat eval`): content rules, lists and MIME checks
-/// only. No DNS is asked (no blocklists, no sender authentication, no store), so a run needs
-/// no network and scores the same messages the same way every time.
-pub fn build_offline_pipeline(config: &Config) -> Result<Pipeline, StartError> {
+/// What the checks remember between messages, opened once per process: reloads rebuild the
+/// checks around the same store and model.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// Greylisting and rate limits.
+    pub store: Option<Store>,
+    /// The classifier's model.
+    pub model: Option<crate::bayes::Model>,
+}
+
+impl State {
+    /// Opens what `config` needs: the store when greylisting or a rate limit is on, the model
+    /// when the classifier is on.
+    pub async fn open(config: &Config) -> Result<State, StartError> {
+        let store = if config.greylist.enabled || !config.ratelimit.is_empty() {
+            let store = Store::open(&config.store).await?;
+            tracing::info!(backend = store.backend(), "state store opened");
+            Some(store)
+        } else {
+            None
+        };
+        let model = crate::bayes::Model::open(config)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        Ok(State { store, model })
+    }
+}
+
+/// The pipeline for offline corpus work (`moat eval`): content rules, lists, MIME checks and
+/// the classifier (`model`, when given). No DNS is asked (no blocklists, no sender
+/// authentication, no greylisting or rate limits), so a run needs no network and scores the
+/// same messages the same way every time.
+pub fn build_offline_pipeline(
+    config: &Config,
+    model: Option<&crate::bayes::Model>,
+) -> Result<Pipeline, StartError> {
     let mut rules = RuleSet::load(config.rules.dir.as_deref())?;
     rules.dnsbl.clear();
     let mut config = config.clone();
     config.auth.enabled = false;
     config.greylist.enabled = false;
     config.ratelimit.clear();
-    assemble(&config, "offline.moat", None, rules)
+    assemble(&config, "offline.moat", None, model, rules)
 }
 
 fn assemble(
     config: &Config,
     hostname: &str,
     store: Option<&Store>,
+    model: Option<&crate::bayes::Model>,
     rules: RuleSet,
 ) -> Result<Pipeline, StartError> {
     rules.symbols.require(&crate::checks::emitted_symbols())?;
@@ -74,7 +113,7 @@ fn assemble(
         host: hostname.to_string(),
         authserv_id: config.authserv_id(),
     });
-    let checks = crate::checks::build(config, &rules, &dns, store);
+    let checks = crate::checks::build(config, &rules, &dns, store, model);
     Ok(Pipeline::new(checks, config.verdict.stage_timeout.0, auth)
         .with_ruleset(rules.digest)
         .with_dns(dns))
@@ -147,15 +186,8 @@ impl Server {
                 tracing::warn!(upstream = %upstream.address, error = %e, "upstream not reachable at start-up; will retry per transaction")
             }
         }
-        // Opened once for the process: reloads rebuild the checks around the same store.
-        let store = if config.greylist.enabled || !config.ratelimit.is_empty() {
-            let store = Store::open(&config.store).await?;
-            tracing::info!(backend = store.backend(), "state store opened");
-            Some(store)
-        } else {
-            None
-        };
-        let rules = crate::reload::Rules::new(build_pipeline(config, &hostname, store.as_ref())?);
+        let state = State::open(config).await?;
+        let rules = crate::reload::Rules::new(build_pipeline(config, &hostname, &state)?);
         tracing::info!(ruleset = %rules.current().ruleset(), dir = ?config.rules.dir, "rules loaded");
         let shared = Arc::new(SessionShared::new(
             config,
@@ -237,11 +269,18 @@ impl Server {
             Some(bound)
         };
         tokio::spawn(reprobe_upstream(upstream.clone(), shutdown.subscribe()));
+        if let Some(model) = &state.model {
+            model.watch(
+                config.bayes.path.clone(),
+                config.bayes.reload_interval.0,
+                shutdown.subscribe(),
+            );
+        }
         tokio::spawn(crate::reload::run(
             rules.clone(),
             config.clone(),
             hostname.clone(),
-            store,
+            state,
             config.rules.watch_interval.0,
             shutdown.subscribe(),
         ));

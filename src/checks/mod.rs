@@ -3,6 +3,7 @@
 //! Checks see only `pipeline::Context`: no sockets, no session types.
 
 pub mod arc;
+pub mod bayes;
 pub mod content;
 pub mod dkim;
 pub mod dmarc;
@@ -39,6 +40,7 @@ pub fn emitted_symbols() -> Vec<&'static str> {
         lists::SYMBOLS,
         greylist::SYMBOLS,
         ratelimit::SYMBOLS,
+        bayes::SYMBOLS,
     ]
     .concat()
 }
@@ -82,6 +84,7 @@ pub fn build(
     rules: &RuleSet,
     dns: &Dns,
     store: Option<&Store>,
+    model: Option<&crate::bayes::Model>,
 ) -> Vec<Arc<dyn Check>> {
     let table = &rules.symbols;
     let mut checks: Vec<Arc<dyn Check>> = Vec::new();
@@ -125,6 +128,14 @@ pub fn build(
             table.clone(),
             store.clone(),
             &config.greylist,
+            config.store.on_failure,
+        )));
+    }
+    if let (true, Some(model)) = (config.bayes.enabled, model) {
+        checks.push(Arc::new(bayes::Bayes::new(
+            table.clone(),
+            model.clone(),
+            &config.bayes,
             config.store.on_failure,
         )));
     }

@@ -143,7 +143,11 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     }
     let config = load_config(args)?;
     let hostname = config.hostname();
-    let pipeline = crate::server::build_pipeline(&config, &hostname, None)?;
+    let state = crate::server::State {
+        model: crate::bayes::Model::open(&config).await?,
+        ..Default::default()
+    };
+    let pipeline = crate::server::build_pipeline(&config, &hostname, &state)?;
     let raw = read_message(args.file.as_ref())?;
     let inputs = Inputs {
         client_ip: args.client_ip,

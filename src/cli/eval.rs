@@ -113,7 +113,11 @@ struct Scorer {
 }
 
 impl Scorer {
-    fn new(config: &Config, rules: Option<&Path>) -> anyhow::Result<Scorer> {
+    fn new(
+        config: &Config,
+        rules: Option<&Path>,
+        model: Option<&crate::bayes::Model>,
+    ) -> anyhow::Result<Scorer> {
         let mut config = config.clone();
         if let Some(dir) = rules {
             if !dir.is_dir() {
@@ -121,7 +125,7 @@ impl Scorer {
             }
             config.rules.dir = Some(dir.to_path_buf());
         }
-        let pipeline = crate::server::build_offline_pipeline(&config)?;
+        let pipeline = crate::server::build_offline_pipeline(&config, model)?;
         let label = match &config.rules.dir {
             Some(d) => format!("{} (ruleset {})", d.display(), pipeline.ruleset()),
             None => format!("built-in rules (ruleset {})", pipeline.ruleset()),
@@ -227,10 +231,19 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         Some(path) => Config::load(path)?,
         None => Config::parse("", Path::new("(defaults)"))?,
     };
-    let current = Arc::new(Scorer::new(&config, args.rules.as_deref())?);
+    // The classifier's model, when `[bayes]` is on and has learned (`moat learn`).
+    let model = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(crate::bayes::Model::open(&config))?;
+    let current = Arc::new(Scorer::new(
+        &config,
+        args.rules.as_deref(),
+        model.as_ref(),
+    )?);
     let baseline = match &args.baseline {
         Some(dir) => Some(Arc::new(
-            Scorer::new(&config, Some(dir)).context("--baseline")?,
+            Scorer::new(&config, Some(dir), model.as_ref()).context("--baseline")?,
         )),
         None => None,
     };

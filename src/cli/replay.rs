@@ -45,7 +45,12 @@ pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
     // Unrecorded names get SERVFAIL at once; one attempt keeps a replay from retrying them.
     config.dns.attempts = 1;
     let hostname = config.hostname();
-    let pipeline = crate::server::build_pipeline(&config, &hostname, None)?;
+    // The classifier's model as it is now: the record keeps the symbol it gave, not the model.
+    let state = crate::server::State {
+        model: crate::bayes::Model::open(&config).await?,
+        ..Default::default()
+    };
+    let pipeline = crate::server::build_pipeline(&config, &hostname, &state)?;
     let (verdict, card) =
         super::check::score_record(&pipeline, &config, &record, message.as_deref()).await?;
     drop(server);

@@ -162,6 +162,76 @@ impl Embedded {
     }
 }
 
+impl Embedded {
+    /// See [`super::Store::get_many`].
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let keys = keys.to_vec();
+        self.run(move |inner| {
+            let tx = inner.db.begin_read().map_err(|e| e.to_string())?;
+            let table = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+            let now = unix_millis();
+            keys.iter()
+                .map(|k| {
+                    let v = table.get(k.as_str()).map_err(|e| e.to_string())?;
+                    Ok(v.and_then(|v| live(v.value(), now).map(<[u8]>::to_vec)))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// See [`super::Store::add_many`].
+    pub async fn add_many(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<(), StoreError> {
+        let deltas = deltas.to_vec();
+        self.run(move |inner| {
+            inner.write(|table| {
+                let now = unix_millis();
+                let expires = now.saturating_add(ttl_ms(ttl));
+                for (key, by) in &deltas {
+                    let old = table
+                        .get(key.as_str())
+                        .map_err(|e| e.to_string())?
+                        .and_then(|v| live(v.value(), now).and_then(|v| parse_counter(key, v).ok()))
+                        .unwrap_or(0);
+                    let n = old.saturating_add(*by);
+                    if n <= 0 {
+                        table.remove(key.as_str()).map_err(|e| e.to_string())?;
+                    } else {
+                        let stored = encode(expires, n.to_string().as_bytes());
+                        table
+                            .insert(key.as_str(), stored.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// See [`super::Store::scan`].
+    pub async fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = prefix.to_string();
+        self.run(move |inner| {
+            let tx = inner.db.begin_read().map_err(|e| e.to_string())?;
+            let table = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+            let now = unix_millis();
+            let mut out = Vec::new();
+            for entry in table.range(prefix.as_str()..).map_err(|e| e.to_string())? {
+                let (k, v) = entry.map_err(|e| e.to_string())?;
+                if !k.value().starts_with(prefix.as_str()) {
+                    break;
+                }
+                if let Some(v) = live(v.value(), now) {
+                    out.push((k.value().to_string(), v.to_vec()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
 impl Inner {
     /// One write transaction, committed without fsync (the sync task follows up).
     fn write<T>(

@@ -105,6 +105,33 @@ impl Store {
         }
     }
 
+    /// The values of `keys` (`None` for absent or expired ones), in one read.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.get_many(keys).await,
+            Store::Redis(s) => s.get_many(keys).await,
+        }
+    }
+
+    /// Adds each delta to its counter and sets the counter to expire `ttl` from now; a
+    /// counter that falls to zero or below is removed. One write transaction (embedded) or
+    /// pipelined commands (Redis).
+    pub async fn add_many(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.add_many(deltas, ttl).await,
+            Store::Redis(s) => s.add_many(deltas, ttl).await,
+        }
+    }
+
+    /// Every live key that starts with `prefix`, with its value (loading a model into
+    /// memory, statistics). Reads everything: not for the hot path.
+    pub async fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.scan(prefix).await,
+            Store::Redis(s) => s.scan(prefix).await,
+        }
+    }
+
     /// Records one event under `key` and returns how many happened in the last `window`,
     /// this one included: a sliding-window counter made of two fixed windows, the previous
     /// one weighted by how much of it still overlaps (the estimate Redis rate limiters use;
