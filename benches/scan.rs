@@ -96,8 +96,10 @@ fn main() {
     // Nothing may query DNS; an address where nothing listens makes any attempt fail at once.
     config.dns.nameservers = vec!["127.0.0.1:9".into()];
     let built = moat::rules::RuleSet::load(Some(&rules)).expect("rules");
-    let pipeline =
-        Arc::new(moat::server::build_pipeline(&config, "bench.moat", None).expect("pipeline"));
+    let pipeline = Arc::new(
+        moat::server::build_pipeline(&config, "bench.moat", &moat::server::State::default())
+            .expect("pipeline"),
+    );
     let _ = std::fs::remove_dir_all(&rules);
 
     let total = messages.len() * passes;

@@ -54,9 +54,13 @@ enum Commands {
     },
     /// Score folders of known ham and spam offline and report what the rules would do.
     ///
-    /// Content rules, lists and MIME checks only (no DNS: no blocklists, no SPF/DKIM/DMARC).
-    /// Exit code 0; 1 when more ham is rejected than --max-false-rejects; 2 on usage errors.
+    /// Content rules, lists, MIME checks and the classifier's model, if it has learned (no
+    /// DNS: no blocklists, no SPF/DKIM/DMARC). Exit code 0; 1 when more ham is rejected than
+    /// --max-false-rejects; 2 on usage errors.
     Eval(moat::cli::eval::EvalArgs),
+    /// Train the classifier on ham and spam (files or maildirs), forget messages, or show the
+    /// model's size. Exit code 0; 2 on errors.
+    Learn(moat::cli::learn::LearnArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +128,21 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Commands::Learn(args) => {
+            let Some(rt) = runtime() else {
+                return ExitCode::from(2);
+            };
+            match rt.block_on(moat::cli::learn::run(&args)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("moat learn: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Commands::Serve {
             config,
             listen,

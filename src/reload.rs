@@ -95,11 +95,7 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 }
 
 /// Builds a new pipeline from the config's rules; runs on the blocking pool (regex compiling).
-async fn rebuild(
-    config: &Config,
-    hostname: &str,
-    state: &State,
-) -> Result<Pipeline, String> {
+async fn rebuild(config: &Config, hostname: &str, state: &State) -> Result<Pipeline, String> {
     let config = config.clone();
     let hostname = hostname.to_string();
     let state = state.clone();

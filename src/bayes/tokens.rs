@@ -8,7 +8,7 @@
 //! set: the classifier asks whether a token is present, not how often.
 
 use regex::Regex;
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 /// Words shorter than this say little on their own.
@@ -22,14 +22,6 @@ const MAX_TEXT: usize = 64 * 1024;
 const MAX_TOKENS: usize = 3000;
 /// Received fields read (the nearest hops say most about the path).
 const MAX_RECEIVED: usize = 6;
-
-fn spaced_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    // Four or more single letters joined by one separator: "v.i.a.g.r.a", "f r e e".
-    RE.get_or_init(|| {
-        Regex::new(r"\b\p{L}(?:[ ._*\-]\p{L}){3,}\b").expect("spaced-letters regex compiles")
-    })
-}
 
 fn tag_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
@@ -84,7 +76,7 @@ fn in_word(c: char) -> bool {
 /// Collects a message's tokens.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    set: BTreeSet<String>,
+    set: HashSet<String>,
 }
 
 impl Tokens {
@@ -96,37 +88,59 @@ impl Tokens {
 
     /// The tokens, sorted.
     pub fn into_vec(self) -> Vec<String> {
-        self.set.into_iter().collect()
+        let mut v: Vec<String> = self.set.into_iter().collect();
+        v.sort_unstable();
+        v
     }
 
     /// Adds the words of `text`, each with `prefix` ("" for the body).
     fn words(&mut self, text: &str, prefix: &str) {
-        for m in spaced_regex().find_iter(text) {
-            let joined: String = m
-                .as_str()
-                .chars()
-                .filter(|c| c.is_alphabetic())
-                .flat_map(char::to_lowercase)
-                .map(fold_accent)
-                .collect();
-            self.add(format!("{prefix}{joined}"));
-            self.add(format!("{prefix}x:spaced"));
-        }
+        let mut prev: Option<String> = None;
+        // Single letters in a row, one separator apart: "v.i.a.g.r.a", "f r e e".
+        let mut spaced = String::new();
         for raw in text.split(|c: char| !in_word(c)) {
+            let mut letters = raw.chars();
+            match (letters.next(), letters.next()) {
+                (Some(c), None) if c.is_alphabetic() => {
+                    spaced.extend(c.to_lowercase().map(fold_accent));
+                    continue;
+                }
+                _ => self.end_spaced(&mut spaced, prefix),
+            }
             let word = raw.trim_matches(|c: char| !c.is_alphanumeric());
-            self.word(word, prefix);
+            let Some(lower) = self.word(word, prefix) else {
+                continue;
+            };
+            // Pairs of neighbouring body words carry phrases ("click here", "dear friend").
+            if prefix.is_empty() {
+                if let Some(p) = &prev {
+                    self.add(format!("b:{p} {lower}"));
+                }
+                prev = Some(lower);
+            }
         }
+        self.end_spaced(&mut spaced, prefix);
     }
 
-    fn word(&mut self, word: &str, prefix: &str) {
+    fn end_spaced(&mut self, spaced: &mut String, prefix: &str) {
+        if spaced.chars().count() >= 4 {
+            self.add(format!("{prefix}{spaced}"));
+            self.add(format!("{prefix}x:spaced"));
+        }
+        spaced.clear();
+    }
+
+    /// Adds a word's tokens; returns its normal form when it is a word (not a number or a
+    /// cut run), for pairing with the next.
+    fn word(&mut self, word: &str, prefix: &str) -> Option<String> {
         let chars = word.chars().count();
         if chars < MIN_WORD {
-            return;
+            return None;
         }
         if word.chars().all(|c| c.is_ascii_digit()) {
             // Numbers differ in every message; their length is the signal.
             self.add(format!("{prefix}n:{}", chars.min(12)));
-            return;
+            return None;
         }
         let lower: String = word
             .chars()
@@ -136,7 +150,7 @@ impl Tokens {
         if chars > MAX_WORD {
             let head: String = lower.chars().take(SKIP_KEEP).collect();
             self.add(format!("{prefix}sk:{head}"));
-            return;
+            return None;
         }
         let letters = lower.chars().filter(|c| c.is_alphabetic()).count();
         let lookalikes = lower.chars().filter(|&c| leet(c).is_some()).count();
@@ -148,16 +162,46 @@ impl Tokens {
             }
         }
         self.add(format!("{prefix}{lower}"));
+        Some(lower)
     }
 
     /// Adds `kind:value` with the value lowercased.
     fn feature(&mut self, kind: &str, value: &str) {
         let value = value.trim();
         if !value.is_empty() {
-            let v: String = value.chars().take(60).flat_map(char::to_lowercase).collect();
+            let v: String = value
+                .chars()
+                .take(60)
+                .flat_map(char::to_lowercase)
+                .collect();
             self.add(format!("{kind}:{v}"));
         }
     }
+}
+
+fn html_tag_name() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"<([a-zA-Z][a-zA-Z0-9]{0,10})").expect("tag name regex"))
+}
+
+/// The shape of an identifier: digits as 9, letters as a/A, runs of one kind collapsed.
+fn shape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(40) {
+        let k = if c.is_ascii_digit() {
+            '9'
+        } else if c.is_ascii_lowercase() {
+            'a'
+        } else if c.is_ascii_uppercase() {
+            'A'
+        } else {
+            c
+        };
+        if !out.ends_with(k) {
+            out.push(k);
+        }
+    }
+    out
 }
 
 /// Text of an HTML part: tags removed, the common entities decoded.
@@ -266,10 +310,78 @@ pub fn tokens(parsed: &mail_parser::Message<'_>) -> Vec<String> {
     for header in parsed.headers().iter() {
         t.feature("hn", header.raw_name());
     }
+    {
+        for name in [
+            "X-Priority",
+            "X-MSMail-Priority",
+            "Importance",
+            "Content-Transfer-Encoding",
+            "MIME-Version",
+            "Precedence",
+        ] {
+            if let Some(h) = parsed.headers().get(name) {
+                let v = String::from_utf8_lossy(h.raw_value());
+                t.feature(
+                    &format!("hv:{}", name.to_ascii_lowercase()),
+                    v.split(|c: char| c.is_whitespace() || c == ';')
+                        .find(|s| !s.is_empty())
+                        .unwrap_or(""),
+                );
+            }
+        }
+        match parsed.headers().get("Date") {
+            Some(h) => {
+                let v = String::from_utf8_lossy(h.raw_value());
+                if let Some(tz) = v
+                    .split_whitespace()
+                    .find(|w| (w.starts_with('+') || w.starts_with('-')) && w.len() == 5)
+                {
+                    t.feature("dz", tz);
+                }
+            }
+            None => t.add("x:nodate".into()),
+        }
+        if let Some(id) = parsed.message_id() {
+            let local = id.split('@').next().unwrap_or("");
+            t.feature("ms", &shape(local));
+        }
+        if let Some(from) = parsed
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+        {
+            t.feature("fl", &shape(from.split('@').next().unwrap_or("")));
+        }
+        if let Some(to) = parsed.to() {
+            let n = to.mailboxes().count();
+            t.add(format!("tn:{}", n.min(5)));
+            for a in to.mailboxes().take(5) {
+                if let Some(d) = a.address().and_then(domain_of) {
+                    t.feature("td", &d);
+                }
+            }
+        } else {
+            t.add("x:noto".into());
+        }
+        for part in parsed
+            .parts()
+            .filter(|p| matches!(p.kind(), PartKind::Html))
+            .take(3)
+        {
+            if let Some(html) = part.text() {
+                for m in html_tag_name().captures_iter(&html).take(500) {
+                    t.feature("h", &m[1]);
+                }
+            }
+        }
+    }
 
     // MIME structure.
     if let Some(ct) = parsed.content_type() {
-        t.feature("ct", &format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")));
+        t.feature(
+            "ct",
+            &format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")),
+        );
         if let Some(cs) = ct.attribute("charset") {
             t.feature("cs", cs);
         }
@@ -308,9 +420,11 @@ mod tests {
 
     #[test]
     fn words_are_folded_and_obfuscations_undone() {
-        let t = of("From: Ann <ann@Example.ORG>\nSubject: Café offer\n\nBuy V1AGRA and v.i.a.g.r.a now, \
+        let t = of(
+            "From: Ann <ann@Example.ORG>\nSubject: Café offer\n\nBuy V1AGRA and v.i.a.g.r.a now, \
              or cheap c1al1s. Order 123456. Visit http://Shop.Evil.example/x \
-             aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ\n");
+             aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ\n",
+        );
         for want in [
             "viagra",
             "v1agra",
@@ -341,7 +455,13 @@ mod tests {
         assert!(t.contains(&"winner".to_string()), "{t:?}");
         assert!(t.contains(&"announced".to_string()));
         assert!(!t.iter().any(|w| w == "style" || w == "color"), "{t:?}");
-        for want in ["x:html", "ct:multipart/mixed", "mp:application/zip", "att:zip", "cs:utf-8"] {
+        for want in [
+            "x:html",
+            "ct:multipart/mixed",
+            "mp:application/zip",
+            "att:zip",
+            "cs:utf-8",
+        ] {
             assert!(t.contains(&want.to_string()), "{want} missing from {t:?}");
         }
     }

@@ -97,13 +97,8 @@ impl Check for Bayes {
                 Ok(c) => c,
                 Err(e) => {
                     if let Model::Store(store) = &self.model {
-                        let mut s = super::store_failed(
-                            &self.table,
-                            store,
-                            self.on_failure,
-                            "bayes",
-                            &e,
-                        );
+                        let mut s =
+                            super::store_failed(&self.table, store, self.on_failure, "bayes", &e);
                         s.stage = Stage::Data;
                         return vec![s];
                     }

@@ -10,7 +10,6 @@ use crate::pipeline::{Action, MessageInput, Pipeline, ScoreCard, Stage, StageInp
 use anyhow::{bail, Context as _};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,6 +44,13 @@ pub struct EvalArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Only this part of the files, split by file-name hash (see --test-percent): evaluate
+    /// the classifier on `test` after `moat learn --split train`.
+    #[arg(long, value_enum)]
+    pub split: Option<super::corpus::Split>,
+    /// The share of files in the test part, in percent.
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub test_percent: u8,
 }
 
 /// What to print and the exit code (0 fine, 1 false rejects over the limit).
@@ -158,73 +164,6 @@ impl Scorer {
     }
 }
 
-/// Every file under the given files and folders, with its class (true = spam).
-fn inputs(args: &EvalArgs) -> anyhow::Result<Vec<(PathBuf, bool)>> {
-    let mut out = Vec::new();
-    for (paths, spam) in [(&args.ham, false), (&args.spam, true)] {
-        for p in paths.iter() {
-            if p.is_file() {
-                out.push((p.clone(), spam));
-            } else if p.is_dir() {
-                let mut files = crate::rules::files_under(p);
-                files.sort();
-                out.extend(files.into_iter().map(|f| (f, spam)));
-            } else {
-                bail!("{}: no such file or folder", p.display());
-            }
-        }
-    }
-    if out.is_empty() {
-        bail!("no messages: give --ham and --spam folders or files");
-    }
-    Ok(out)
-}
-
-/// Shows progress: a bar on a terminal, a line per tenth otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: usize,
-    done: AtomicUsize,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "moat eval {bar:40} {pos}/{len} messages, {per_sec}, {eta} left",
-            ) {
-                bar.set_style(style);
-            }
-            bar
-        });
-        Progress {
-            bar,
-            total,
-            done: AtomicUsize::new(0),
-        }
-    }
-
-    fn tick(&self) {
-        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        match &self.bar {
-            Some(bar) => bar.inc(1),
-            None => {
-                let step = (self.total / 10).max(1);
-                if n.is_multiple_of(step) || n == self.total {
-                    eprintln!("moat eval: {n}/{} messages", self.total);
-                }
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 /// Runs the evaluation.
 pub fn run(args: &EvalArgs) -> anyhow::Result<EvalReport> {
     let config = match &args.config {
@@ -236,23 +175,26 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         .enable_all()
         .build()?
         .block_on(crate::bayes::Model::open(&config))?;
-    let current = Arc::new(Scorer::new(
-        &config,
-        args.rules.as_deref(),
-        model.as_ref(),
-    )?);
+    let current = Arc::new(Scorer::new(&config, args.rules.as_deref(), model.as_ref())?);
     let baseline = match &args.baseline {
         Some(dir) => Some(Arc::new(
             Scorer::new(&config, Some(dir), model.as_ref()).context("--baseline")?,
         )),
         None => None,
     };
-    let files = Arc::new(inputs(args)?);
+    let files = Arc::new(super::corpus::message_files(
+        &args.ham,
+        &args.spam,
+        args.split.map(|s| (s, args.test_percent)),
+    )?);
+    if files.is_empty() {
+        bail!("no messages: give --ham and --spam folders or files");
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1);
-    let progress = Arc::new(Progress::new(files.len()));
+    let progress = Arc::new(super::corpus::Progress::new("moat eval", files.len()));
     let next = Arc::new(AtomicUsize::new(0));
     let results: Arc<Mutex<Vec<Scored>>> = Arc::new(Mutex::new(Vec::with_capacity(files.len())));
     let unreadable = Arc::new(Mutex::new(Vec::new()));

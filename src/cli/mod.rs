@@ -1,7 +1,9 @@
 //! The offline commands: the same pipeline and verdict as `serve`, without sockets to clients.
 
 pub mod check;
+pub mod corpus;
 pub mod eval;
+pub mod learn;
 pub mod lint;
 pub mod quarantine;
 pub mod replay;

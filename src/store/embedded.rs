@@ -181,7 +181,11 @@ impl Embedded {
     }
 
     /// See [`super::Store::add_many`].
-    pub async fn add_many(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<(), StoreError> {
+    pub async fn add_many(
+        &self,
+        deltas: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let deltas = deltas.to_vec();
         self.run(move |inner| {
             inner.write(|table| {

@@ -116,7 +116,11 @@ impl Store {
     /// Adds each delta to its counter and sets the counter to expire `ttl` from now; a
     /// counter that falls to zero or below is removed. One write transaction (embedded) or
     /// pipelined commands (Redis).
-    pub async fn add_many(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<(), StoreError> {
+    pub async fn add_many(
+        &self,
+        deltas: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Embedded(s) => s.add_many(deltas, ttl).await,
             Store::Redis(s) => s.add_many(deltas, ttl).await,

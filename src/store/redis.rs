@@ -94,7 +94,10 @@ impl RedisStore {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(1000) {
             let mut p = redis::pipe();
-            let prefixed: Vec<String> = chunk.iter().map(|k| format!("{}{k}", self.prefix)).collect();
+            let prefixed: Vec<String> = chunk
+                .iter()
+                .map(|k| format!("{}{k}", self.prefix))
+                .collect();
             p.cmd("MGET").arg(&prefixed);
             let (values,): (Vec<Option<Vec<u8>>>,) = self.run(p).await?;
             out.extend(values);
@@ -104,7 +107,11 @@ impl RedisStore {
 
     /// See [`super::Store::add_many`]: INCRBY and PEXPIRE per counter, pipelined; counters
     /// that fell to zero or below are deleted afterwards.
-    pub async fn add_many(&self, deltas: &[(String, i64)], ttl: Duration) -> Result<(), StoreError> {
+    pub async fn add_many(
+        &self,
+        deltas: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let ms = ttl.as_millis().max(1) as u64;
         for chunk in deltas.chunks(500) {
             let mut p = redis::pipe();
@@ -118,7 +125,9 @@ impl RedisStore {
             let mut any = false;
             for ((key, _), n) in chunk.iter().zip(counts) {
                 if n <= 0 {
-                    gone.cmd("DEL").arg(format!("{}{key}", self.prefix)).ignore();
+                    gone.cmd("DEL")
+                        .arg(format!("{}{key}", self.prefix))
+                        .ignore();
                     any = true;
                 }
             }
@@ -136,7 +145,12 @@ impl RedisStore {
         let mut out = Vec::new();
         loop {
             let mut p = redis::pipe();
-            p.cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            p.cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
             let ((next, keys),): ((u64, Vec<String>),) = self.run(p).await?;
             let unprefixed: Vec<String> = keys
                 .iter()

@@ -57,6 +57,8 @@ impl Moat {
         config.limits.data_timeout = moat::config::ConfigDuration::secs(20);
         // Many test moats share the process: no fixed metrics port.
         config.metrics.listen = String::new();
+        // Never a model this machine may have learned: tests that want one set their own.
+        config.bayes.path = "/nonexistent/moat-tests/bayes.redb".into();
         MoatBuilder {
             config,
             dns_set: false,
