@@ -14,10 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
-}
-
 fn config_file(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("moat.toml");
     std::fs::write(
@@ -46,7 +42,7 @@ fn hits(report: &Value, names: &[&str], class: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn classifier_meets_its_targets_on_the_held_back_corpus() {
-    let root = corpus();
+    let root = crate::support::corpus_dir();
     assert!(
         root.join("ham").is_dir(),
         "{} is missing: the evaluation needs ../shared/corpus",

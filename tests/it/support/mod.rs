@@ -184,3 +184,17 @@ pub fn split_prepended<'a>(received: &'a [u8], original: &[u8]) -> &'a str {
     assert!(prefix.contains("\r\nX-Spam-Status: "), "{prefix}");
     prefix
 }
+
+/// `../shared/corpus`: beside the checkout, or at its usual place when the tests run from a
+/// clone elsewhere (CI's fresh clone in a temporary directory).
+pub fn corpus_dir() -> std::path::PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [
+        here.join("../shared/corpus"),
+        here.join("../../shared/corpus"),
+        std::path::PathBuf::from("/work/shared/corpus"),
+    ]
+    .into_iter()
+    .find(|p| p.join("ham").is_dir())
+    .unwrap_or_else(|| here.join("../shared/corpus"))
+}
