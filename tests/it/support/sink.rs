@@ -41,7 +41,47 @@ pub struct SinkOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Refuse the EHLO that follows XCLIENT with this reply (the MTA's policy on the client).
     pub refuse_client_ehlo: Option<String>,
+    /// Random faults (fault-injection tests).
+    pub chaos: Option<Chaos>,
 }
+
+/// Random faults, each a chance in percent, drawn from a generator seeded per connection.
+#[derive(Debug, Clone, Default)]
+pub struct Chaos {
+    /// Seed of the per-connection generators.
+    pub seed: u64,
+    /// MAIL answered 451 or 550.
+    pub mail_fail: u32,
+    /// RCPT answered 450 or 550.
+    pub rcpt_fail: u32,
+    /// End of data answered 451 or 554.
+    pub data_fail: u32,
+    /// The connection dropped in the middle of a message.
+    pub die_mid_data: u32,
+    /// The final reply delayed by `stall_for` (beyond moat's timeout, if so configured).
+    pub stall: u32,
+    /// How long a stall lasts.
+    pub stall_for: Duration,
+}
+
+/// xorshift64*: reproducible, good enough for choosing faults.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// True with `pct` percent chance.
+    fn roll(&mut self, pct: u32) -> bool {
+        pct > 0 && self.next() % 100 < u64::from(pct)
+    }
+}
+
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Default for SinkOptions {
     fn default() -> Self {
@@ -60,6 +100,7 @@ impl Default for SinkOptions {
             stall_greeting: None,
             tls: None,
             refuse_client_ehlo: None,
+            chaos: None,
         }
     }
 }
@@ -143,6 +184,14 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
     let mut xclient = None;
     let mut xforward = None;
     let mut close_now = false;
+    let chaos = opts.chaos.clone().unwrap_or_default();
+    let mut dice = Dice(
+        chaos.seed
+            ^ CONNECTIONS
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            | 1,
+    );
     if tcp.write_all(b"220 sink.test ESMTP\r\n").await.is_err() {
         return;
     }
@@ -220,6 +269,12 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             };
             if line.contains("mailfail") {
                 "451 4.3.0 <sender>: temporary sender trouble".into()
+            } else if dice.roll(chaos.mail_fail) {
+                if dice.roll(50) {
+                    "451 4.3.0 chaos: sender deferred".into()
+                } else {
+                    "550 5.7.1 chaos: sender refused".into()
+                }
             } else {
                 "250 2.1.0 Ok".into()
             }
@@ -230,6 +285,12 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
                 "450 4.2.0 <defer@example.test>: Recipient address rejected: try later".into()
             } else if line.contains("<noenhanced") {
                 "550 no such user here".into()
+            } else if dice.roll(chaos.rcpt_fail) {
+                if dice.roll(50) {
+                    "450 4.2.0 chaos: recipient deferred".into()
+                } else {
+                    "550 5.1.1 chaos: recipient refused".into()
+                }
             } else {
                 current.rcpts.push(line.clone());
                 "250 2.1.5 Ok".into()
@@ -242,16 +303,30 @@ async fn serve(tcp: TcpStream, opts: SinkOptions, log: Arc<Mutex<Log>>) {
             {
                 return;
             }
-            let Some(body) = read_data(&mut tcp, &mut buf, opts.die_mid_data).await else {
+            let die = if dice.roll(chaos.die_mid_data) {
+                Some(10 + (dice.next() % 400) as usize)
+            } else {
+                opts.die_mid_data
+            };
+            let Some(body) = read_data(&mut tcp, &mut buf, die).await else {
                 return;
             };
             if let Some(d) = opts.stall_after_data {
                 tokio::time::sleep(d).await;
             }
+            if dice.roll(chaos.stall) {
+                tokio::time::sleep(chaos.stall_for).await;
+            }
+            let fail = dice.roll(chaos.data_fail);
+            let coin = dice.roll(50);
             current.body = body;
             let mut l = log.lock().unwrap();
             let n = l.messages.len() + 1;
-            let reply = opts.data_reply.replace("{n}", &n.to_string());
+            let reply = match (fail, coin) {
+                (true, true) => "451 4.3.0 chaos: message deferred".to_string(),
+                (true, false) => "554 5.7.1 chaos: message refused".to_string(),
+                _ => opts.data_reply.replace("{n}", &n.to_string()),
+            };
             if reply.starts_with('2') {
                 l.messages.push(std::mem::take(&mut current));
             }
