@@ -183,3 +183,49 @@ impl SilentDns {
         }
     }
 }
+
+/// A slow resolver: relays each UDP query to `upstream` and holds the answer back for
+/// `delay` (a resolver under load, or far away).
+pub struct SlowDns {
+    /// UDP address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowDns {
+    /// Starts it in front of `upstream`.
+    pub async fn start(upstream: SocketAddr, delay: Duration) -> SlowDns {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let addr = sock.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                let query = buf[..n].to_vec();
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let Ok(out) = UdpSocket::bind("127.0.0.1:0").await else {
+                        return;
+                    };
+                    if out.send_to(&query, upstream).await.is_err() {
+                        return;
+                    }
+                    let mut answer = [0u8; 4096];
+                    let Ok(Ok(m)) =
+                        tokio::time::timeout(Duration::from_secs(5), out.recv(&mut answer)).await
+                    else {
+                        return;
+                    };
+                    tokio::time::sleep(delay).await;
+                    let _ = sock.send_to(&answer[..m], peer).await;
+                });
+            }
+        });
+        SlowDns { addr, task }
+    }
+}
+
+impl Drop for SlowDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
