@@ -45,6 +45,22 @@ fn world() -> &'static World {
                 }
                 let _ = n;
             });
+            // A resolver that answers NXDOMAIN at once: blocklist lookups must not wait for a
+            // timeout on every run.
+            let dns = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind dns");
+            let dns_addr = dns.local_addr().expect("addr");
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                while let Ok((n, peer)) = dns.recv_from(&mut buf).await {
+                    if n < 12 {
+                        continue;
+                    }
+                    let mut reply = buf[..n].to_vec();
+                    reply[2] |= 0x80;
+                    reply[3] = 0x80 | 0x03;
+                    let _ = dns.send_to(&reply, peer).await;
+                }
+            });
             let mut config = moat::config::Config::parse(
                 "[bayes]\nenabled = false\n[auth]\nenabled = false\n",
                 std::path::Path::new("fuzz"),
@@ -53,9 +69,11 @@ fn world() -> &'static World {
             config.server.listen = vec!["127.0.0.1:0".into()];
             config.server.hostname = Some("moat.fuzz".into());
             config.server.max_sessions_per_ip = 10_000;
+            // The tarpit would slow every run that makes errors to a second per reply.
+            config.limits.tarpit_after_errors = 0;
             config.upstream.address = sink_addr.to_string();
             config.metrics.listen = String::new();
-            config.dns.nameservers = vec!["127.0.0.1:9".into()];
+            config.dns.nameservers = vec![dns_addr.to_string()];
             config.rules.dir =
                 Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"));
             let server = moat::server::Server::start(&config).await.expect("moat starts");
