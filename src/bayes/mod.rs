@@ -90,13 +90,18 @@ pub enum BayesError {
 }
 
 /// 64-bit FNV-1a: stable across versions and machines (the model outlives the binary).
-pub fn token_hash(token: &str) -> u64 {
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in token.as_bytes() {
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The hash a token is stored under.
+pub fn token_hash(token: &str) -> u64 {
+    fnv1a(token.as_bytes())
 }
 
 fn token_key(hash: u64, class: Class) -> String {
@@ -107,15 +112,8 @@ fn token_key(hash: u64, class: Class) -> String {
 /// hash of its bytes.
 pub fn message_key(parsed: &mail_parser::Message<'_>, raw: &[u8]) -> String {
     let id = match parsed.message_id() {
-        Some(id) if !id.trim().is_empty() => token_hash(id.trim()),
-        _ => {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in raw {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-            h
-        }
+        Some(id) if !id.trim().is_empty() => fnv1a(id.trim().as_bytes()),
+        _ => fnv1a(raw),
     };
     format!("{MESSAGE_PREFIX}{id:016x}")
 }
