@@ -5,6 +5,9 @@
 # matter"). Needs the nightly toolchain. Binaries: target/x86_64-unknown-linux-gnu/release/.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Always fuzz/target (run.sh looks there), whatever CARGO_TARGET_DIR the caller set: these
+# builds use other flags than the project's and share nothing with its target directory.
+export CARGO_TARGET_DIR="$PWD/target"
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
