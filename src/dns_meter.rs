@@ -1,5 +1,5 @@
-//! DNS lookup metrics for the lookups mail-auth makes on moat's behalf (SPF, DKIM, DMARC, ARC,
-//! reverse DNS), and the RFC 7208 void-lookup count SPF needs.
+//! DNS lookup metrics for the lookups mail-auth makes on moat's behalf (DKIM, DMARC, ARC,
+//! reverse DNS).
 //!
 //! mail-auth owns those queries, so moat cannot time them at the resolver. Its cache hook sees
 //! each one instead: `get` is called just before a query and `insert` right after an answer or a
@@ -18,7 +18,6 @@ use mail_auth::{DnsCache, Mx, Negative, RecordSet, ResolverCache, TxtRecord};
 use std::borrow::Borrow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -159,7 +158,6 @@ pub struct TypeMeter {
     zone: &'static str,
     rtype: RType,
     pending: Mutex<Vec<(u64, Instant)>>,
-    not_found: AtomicUsize,
 }
 
 impl TypeMeter {
@@ -168,19 +166,11 @@ impl TypeMeter {
             zone,
             rtype,
             pending: Mutex::new(Vec::new()),
-            not_found: AtomicUsize::new(0),
         }
     }
 
     fn record(&self, started: Instant, result: &'static str) {
-        let rtype = match self.rtype {
-            RType::A => "A",
-            RType::AAAA => "AAAA",
-            RType::MX => "MX",
-            RType::TXT => "TXT",
-            RType::PTR => "PTR",
-        };
-        record(self.zone, rtype, result, started);
+        record(self.zone, self.rtype.as_str(), result, started);
     }
 
     fn started(&self, hash: u64) {
@@ -190,9 +180,6 @@ impl TypeMeter {
     }
 
     fn answered(&self, hash: u64, result: &'static str) {
-        if result == "not_found" {
-            self.not_found.fetch_add(1, Ordering::Relaxed);
-        }
         let started = self.pending.lock().ok().and_then(|mut p| {
             let i = p.iter().position(|(h, _)| *h == hash)?;
             Some(p.swap_remove(i).1)
@@ -259,16 +246,6 @@ impl LookupMeter {
             ptr: TypeMeter::new(zone, RType::PTR),
         }
     }
-
-    /// RFC 7208 4.6.4 void lookups so far: negative A, AAAA, MX and PTR answers. TXT is not
-    /// counted: a missing include target is already a permerror and a missing record for the
-    /// checked domain is `none`.
-    pub fn voids(&self) -> usize {
-        [&self.mx, &self.a, &self.aaaa, &self.ptr]
-            .iter()
-            .map(|m| m.not_found.load(Ordering::Relaxed))
-            .sum()
-    }
 }
 
 impl DnsCache for LookupMeter {
@@ -295,7 +272,8 @@ impl DnsCache for LookupMeter {
     }
 }
 
-/// Records one lookup moat made itself (blocklists), labelled with the list's zone.
+/// Records one lookup moat made itself (blocklists, SPF), labelled with the list's zone or the
+/// check.
 pub fn record(zone: &str, rtype: &str, result: &str, started: Instant) {
     METRICS
         .dns_lookups

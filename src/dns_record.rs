@@ -3,15 +3,15 @@
 //! [`ReplayDns`] when `moat check --replay` re-runs the pipeline.
 //!
 //! Recording is a task-local [`Journal`]: the session task runs inside [`Journal::scope`], and
-//! the two places where answers arrive note them: `Dns::a_records` (blocklists) and the
-//! mail-auth cache hook in `dns_meter` (SPF, DKIM, DMARC, ARC, reverse DNS). A session that
+//! the places where answers arrive note them: `Dns`'s own lookups (blocklists, SPF) and the
+//! mail-auth cache hook in `dns_meter` (DKIM, DMARC, ARC, reverse DNS). A session that
 //! does not record runs outside any scope, and noting is then a no-op.
 //!
 //! What a record cannot hold: mail-auth hands the hook parsed TXT records, so their text is
 //! read back from the resolver's cache when the record is written ([`complete`]); and a lookup
 //! that failed, or a negative answer without an SOA (which mail-auth does not cache), reaches
 //! the hook without its name. Both replay as SERVFAIL: right for the failure, wrong for the
-//! rare SOA-less negative answer. SPF `exists:` lookups bypass the hook and are not recorded.
+//! rare SOA-less negative answer.
 
 use crate::dns::Dns;
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
@@ -45,6 +45,17 @@ pub enum RType {
 }
 
 impl RType {
+    /// The type's name, as the metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RType::A => "A",
+            RType::AAAA => "AAAA",
+            RType::MX => "MX",
+            RType::TXT => "TXT",
+            RType::PTR => "PTR",
+        }
+    }
+
     fn wire(self) -> RecordType {
         match self {
             RType::A => RecordType::A,

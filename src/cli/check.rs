@@ -141,59 +141,81 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     if let Some(record) = &args.replay {
         return super::replay::run(args, record).await;
     }
-    let config = load_config(args)?;
-    let hostname = config.hostname();
-    let state = crate::server::State {
-        model: crate::bayes::Model::open(&config).await?,
-        ..Default::default()
-    };
-    let pipeline = crate::server::build_pipeline(&config, &hostname, &state)?;
+    let checker = Checker::new(args).await?;
     let raw = read_message(args.file.as_ref())?;
-    let inputs = Inputs {
-        client_ip: args.client_ip,
-        helo: args.helo.as_deref(),
-        mail_from: args.mail_from.as_deref(),
-        rcpt: &args.rcpt,
-    };
-    let Scored {
-        verdict: v,
-        card,
-        facts,
-        skipped,
-    } = score(&pipeline, &config, &inputs, Some(&raw), Stage::Data).await?;
-    let names = card.names();
-    let spam = headers::SpamInfo {
-        score: v.score,
-        required: config.verdict.add_header,
-        flagged: v.is_spam(&config.verdict),
-        tests: &names,
-    };
-    let auth_header = facts.message.as_ref().map(|m| m.header.as_str());
-    let header_block =
-        String::from_utf8_lossy(&headers::prepend(None, auth_header, &spam)).into_owned();
-    let header_fields = unfold_fields(&header_block);
-    let exit_code = if v.refuses() { 1 } else { 0 };
-    let output = if args.json {
-        json_report(
-            &v,
-            &card,
-            &facts,
-            config.verdict.add_header,
-            &header_fields,
-            &skipped,
-        )
-    } else {
-        text_report(
-            &v,
-            &card,
-            &facts,
-            &header_block,
-            &skipped,
-            &config,
-            args.explain,
-        )
-    };
-    Ok(CheckReport { output, exit_code })
+    checker.check(args, &raw).await
+}
+
+/// The config and the pipeline `moat check` scores with, built once: a caller with many
+/// messages (the conformance suites) checks them all through the same code as the command.
+pub struct Checker {
+    config: Config,
+    pipeline: crate::pipeline::Pipeline,
+}
+
+impl Checker {
+    /// Loads the config (with `--config`, `--dns` and `--rules` applied) and builds the
+    /// pipeline, as `moat serve` builds it.
+    pub async fn new(args: &CheckArgs) -> anyhow::Result<Checker> {
+        let config = load_config(args)?;
+        let hostname = config.hostname();
+        let state = crate::server::State {
+            model: crate::bayes::Model::open(&config).await?,
+            ..Default::default()
+        };
+        let pipeline = crate::server::build_pipeline(&config, &hostname, &state)?;
+        Ok(Checker { config, pipeline })
+    }
+
+    /// Scores `raw` (CRLF line ends) with the SMTP facts of `args` (its file is not read).
+    pub async fn check(&self, args: &CheckArgs, raw: &[u8]) -> anyhow::Result<CheckReport> {
+        let config = &self.config;
+        let inputs = Inputs {
+            client_ip: args.client_ip,
+            helo: args.helo.as_deref(),
+            mail_from: args.mail_from.as_deref(),
+            rcpt: &args.rcpt,
+        };
+        let Scored {
+            verdict: v,
+            card,
+            facts,
+            skipped,
+        } = score(&self.pipeline, config, &inputs, Some(raw), Stage::Data).await?;
+        let names = card.names();
+        let spam = headers::SpamInfo {
+            score: v.score,
+            required: config.verdict.add_header,
+            flagged: v.is_spam(&config.verdict),
+            tests: &names,
+        };
+        let auth_header = facts.message.as_ref().map(|m| m.header.as_str());
+        let header_block =
+            String::from_utf8_lossy(&headers::prepend(None, auth_header, &spam)).into_owned();
+        let header_fields = unfold_fields(&header_block);
+        let exit_code = if v.refuses() { 1 } else { 0 };
+        let output = if args.json {
+            json_report(
+                &v,
+                &card,
+                &facts,
+                config.verdict.add_header,
+                &header_fields,
+                &skipped,
+            )
+        } else {
+            text_report(
+                &v,
+                &card,
+                &facts,
+                &header_block,
+                &skipped,
+                config,
+                args.explain,
+            )
+        };
+        Ok(CheckReport { output, exit_code })
+    }
 }
 
 /// Replays a record: the recorded SMTP facts and message through `pipeline`.
@@ -369,7 +391,13 @@ fn json_report(
         })
         .collect();
     let spf = match &facts.spf {
-        Some(s) => json!({"result": s.mail_from.outcome.as_str(), "domain": s.mail_from.domain}),
+        Some(s) => json!({
+            "result": s.mail_from.outcome.as_str(),
+            "domain": s.mail_from.domain,
+            "explanation": s.mail_from.explanation,
+            "detail": s.mail_from.detail,
+            "helo": {"result": s.helo.outcome.as_str(), "domain": s.helo.domain},
+        }),
         None => json!({"result": Outcome::None.as_str(), "domain": ""}),
     };
     let (dkim, dmarc, arc) = match &facts.message {

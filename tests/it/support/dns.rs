@@ -5,12 +5,15 @@
 //! Also two broken servers for failure tests: one that answers SERVFAIL to everything, one
 //! that never answers.
 
-use hickory_server::net::runtime::TokioRuntimeProvider;
-use hickory_server::proto::rr::{LowerName, Name};
+use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::proto::rr::rdata::SOA;
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
 use hickory_server::proto::serialize::txt::Parser;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 use hickory_server::Server;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -22,7 +25,41 @@ use tokio::net::{TcpListener, UdpSocket};
 pub struct TestDns {
     /// UDP and TCP address.
     pub addr: SocketAddr,
-    _server: Server<Catalog>,
+    _server: Server<Silencing>,
+}
+
+/// The catalog, except that questions about some names are never answered (a server that
+/// times out), the way the conformance suites' `TIMEOUT` entries ask.
+pub struct Silencing {
+    catalog: Catalog,
+    /// Names that never answer, with the types they still answer for.
+    silent: Vec<(LowerName, HashSet<RecordType>)>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Silencing {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        if let Ok(info) = request.request_info() {
+            let name = info.query.name();
+            let qtype = info.query.query_type();
+            if self
+                .silent
+                .iter()
+                .any(|(n, answered)| n == name && !answered.contains(&qtype))
+            {
+                // Longer than any resolver timeout the tests use; the task ends with the
+                // server.
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+        }
+        self.catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
 }
 
 /// One zone: its origin and its records in zone-file syntax (the SOA is added).
@@ -100,7 +137,64 @@ impl TestDns {
             .unwrap_or_else(|e| panic!("zone {origin_text}: {e}"));
             catalog.upsert(LowerName::from(name), vec![Arc::new(handler)]);
         }
-        let mut server = Server::new(catalog);
+        Self::serve(Silencing {
+            catalog,
+            silent: Vec::new(),
+        })
+        .await
+    }
+
+    /// Starts a server authoritative for the whole tree (one root zone) with `records`, which
+    /// may have any octets in their names. Questions about a name in `silent` are never
+    /// answered, except for the types `records` holds for that name.
+    pub async fn start_records(records: Vec<Record>, silent: Vec<Name>) -> TestDns {
+        let root = Name::root();
+        let soa = Record::from_rdata(
+            root.clone(),
+            60,
+            RData::SOA(SOA::new(
+                Name::from_ascii("ns.test.").expect("ns"),
+                Name::from_ascii("hostmaster.test.").expect("rname"),
+                1,
+                3600,
+                600,
+                86400,
+                60,
+            )),
+        );
+        let mut sets: BTreeMap<RrKey, RecordSet> = BTreeMap::new();
+        for record in std::iter::once(soa).chain(records) {
+            let key = RrKey::new(LowerName::from(&record.name), record.record_type());
+            sets.entry(key)
+                .or_insert_with(|| RecordSet::new(record.name.clone(), record.record_type(), 1))
+                .insert(record, 1);
+        }
+        let silent = silent
+            .into_iter()
+            .map(|name| {
+                let lower = LowerName::from(&name);
+                let answered = sets
+                    .keys()
+                    .filter(|k| k.name == lower)
+                    .map(|k| k.record_type)
+                    .collect();
+                (lower, answered)
+            })
+            .collect();
+        let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+            root.clone(),
+            sets,
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+        )
+        .expect("root zone");
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::from(root), vec![Arc::new(handler)]);
+        Self::serve(Silencing { catalog, silent }).await
+    }
+
+    async fn serve(handler: Silencing) -> TestDns {
+        let mut server = Server::new(handler);
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().expect("udp addr");
         server.register_socket(udp);

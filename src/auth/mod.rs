@@ -5,13 +5,19 @@
 //!
 //! mail-auth's outputs borrow the message; everything kept here is owned.
 
+pub mod iprev;
+pub mod spf;
+
+pub use iprev::{check_iprev, IprevFacts};
+pub use spf::{check_spf, SpfCheck, SpfFacts, SpfInput};
+
 use crate::dns::Dns;
 use crate::dns_meter::LookupMeter;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcOutput, DmarcResult, IprevOutput,
-    IprevResult, Parameters, SpfOutput, SpfResult,
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcOutput, DmarcResult, Parameters,
+    SpfOutput, SpfResult,
 };
 use std::net::IpAddr;
 
@@ -48,18 +54,6 @@ impl Outcome {
         }
     }
 
-    fn from_spf(r: SpfResult) -> Outcome {
-        match r {
-            SpfResult::Pass => Outcome::Pass,
-            SpfResult::Fail => Outcome::Fail,
-            SpfResult::SoftFail => Outcome::SoftFail,
-            SpfResult::Neutral => Outcome::Neutral,
-            SpfResult::TempError => Outcome::TempError,
-            SpfResult::PermError => Outcome::PermError,
-            SpfResult::None => Outcome::None,
-        }
-    }
-
     fn from_dkim(r: &DkimResult) -> (Outcome, Option<String>) {
         match r {
             DkimResult::Pass => (Outcome::Pass, None),
@@ -79,180 +73,6 @@ impl Outcome {
             DmarcResult::PermError(e) => (Outcome::PermError, Some(e.to_string())),
             DmarcResult::None => (Outcome::None, None),
         }
-    }
-}
-
-/// The SMTP facts SPF needs.
-#[derive(Debug, Clone)]
-pub struct SpfInput<'a> {
-    /// The client's IP address.
-    pub ip: IpAddr,
-    /// The HELO/EHLO name.
-    pub helo: &'a str,
-    /// The reverse-path (empty for `<>`).
-    pub sender: &'a str,
-    /// moat's own host name (for the `%{r}` macro).
-    pub host: &'a str,
-}
-
-/// One SPF identity's result.
-#[derive(Debug, Clone)]
-pub struct SpfCheck {
-    /// The result.
-    pub outcome: Outcome,
-    /// The domain checked.
-    pub domain: String,
-    /// The domain's explanation for a fail, if it gave one.
-    pub explanation: Option<String>,
-}
-
-/// SPF for the transaction: the MAIL FROM identity (postmaster@HELO for `<>`) and HELO.
-#[derive(Debug, Clone)]
-pub struct SpfFacts {
-    /// The envelope sender identity (RFC 7208 2.4).
-    pub mail_from: SpfCheck,
-    /// The HELO identity (RFC 7208 2.3).
-    pub helo: SpfCheck,
-    /// mail-auth's output for the sender, kept for DMARC and the header.
-    output: SpfOutput,
-    ip: IpAddr,
-    helo_name: String,
-    sender: String,
-    host: String,
-}
-
-impl SpfFacts {
-    /// The domain DMARC aligns SPF against.
-    pub fn mail_from_domain(&self) -> &str {
-        &self.mail_from.domain
-    }
-}
-
-impl SpfFacts {
-    /// Both identities as temperror (the check could not finish).
-    pub fn temperror(input: &SpfInput<'_>, why: &str) -> SpfFacts {
-        let domain = input
-            .sender
-            .rsplit_once('@')
-            .map(|(_, d)| d)
-            .unwrap_or(input.helo)
-            .to_string();
-        let check = |domain: &str| SpfCheck {
-            outcome: Outcome::TempError,
-            domain: domain.to_string(),
-            explanation: Some(why.to_string()),
-        };
-        SpfFacts {
-            mail_from: check(&domain),
-            helo: check(input.helo),
-            output: SpfOutput::new(domain.clone()).with_result(SpfResult::TempError),
-            ip: input.ip,
-            helo_name: input.helo.to_string(),
-            sender: input.sender.to_string(),
-            host: input.host.to_string(),
-        }
-    }
-}
-
-/// One `check_host()` with the void-lookup limit applied on top of mail-auth.
-async fn check_host(dns: &Dns, params: SpfParameters<'_>) -> SpfOutput {
-    // RFC 7208 4.6.4: more than two void lookups (NXDOMAIN or an empty answer) make the
-    // evaluation a permerror; mail-auth 0.15 does not count them, the meter does.
-    let meter = LookupMeter::new("spf");
-    let output = dns
-        .authenticator()
-        .check_host(Parameters::new(params).with_cache(&meter))
-        .await;
-    let permanent =
-        |domain: &str| SpfOutput::new(domain.to_string()).with_result(SpfResult::PermError);
-    if meter.voids() > 2 && output.result() != SpfResult::TempError {
-        return permanent(output.domain());
-    }
-    if matches!(
-        output.result(),
-        SpfResult::TempError | SpfResult::None | SpfResult::PermError
-    ) {
-        return output;
-    }
-    // mail-auth stops at the first matching term and takes the first of several records;
-    // RFC 7208 4.5 and 4.6 make both a permerror, whatever would have matched.
-    match strict_record_problem(dns, output.domain()).await {
-        Some(why) => {
-            tracing::debug!(domain = output.domain(), why, "SPF record is invalid");
-            permanent(output.domain())
-        }
-        None => output,
-    }
-}
-
-/// The SPF mechanisms of RFC 7208 5.
-const MECHANISMS: &[&str] = &["all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"];
-
-/// Checks the domain's SPF record set for what mail-auth tolerates: several `v=spf1` records
-/// (RFC 7208 4.5) and unknown mechanisms (RFC 7208 4.6, 12: unknown modifiers are ignored,
-/// unknown mechanisms are errors). The answer comes from the resolver's cache, since
-/// mail-auth just asked the same question.
-async fn strict_record_problem(dns: &Dns, domain: &str) -> Option<&'static str> {
-    let name = format!("{}.", domain.trim_end_matches('.'));
-    let lookup = dns.authenticator().resolver().txt_lookup(name).await.ok()?;
-    let records: Vec<String> = lookup
-        .answers()
-        .iter()
-        .filter_map(|r| match &r.data {
-            hickory_resolver::proto::rr::RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
-        .filter(|t| {
-            let lower = t.to_ascii_lowercase();
-            lower == "v=spf1" || lower.starts_with("v=spf1 ")
-        })
-        .collect();
-    match records.as_slice() {
-        [] => None,
-        [one] => one.split_ascii_whitespace().skip(1).find_map(|term| {
-            let term = term.trim_start_matches(['+', '-', '~', '?']);
-            let name_end = term.find([':', '/', '=']).unwrap_or(term.len());
-            let is_modifier = term[name_end..].starts_with('=');
-            let known = MECHANISMS.contains(&term[..name_end].to_ascii_lowercase().as_str());
-            (!is_modifier && !known).then_some("unknown mechanism")
-        }),
-        _ => Some("more than one v=spf1 record"),
-    }
-}
-
-/// Checks both SPF identities concurrently.
-pub async fn check_spf(dns: &Dns, input: &SpfInput<'_>) -> SpfFacts {
-    // RFC 7208 2.4: a null reverse-path is checked as postmaster@HELO.
-    let sender = if input.sender.is_empty() {
-        format!("postmaster@{}", input.helo)
-    } else {
-        input.sender.to_string()
-    };
-    let (mail_from, helo) = tokio::join!(
-        check_host(
-            dns,
-            SpfParameters::mail_from(input.ip, input.helo, input.host, &sender)
-        ),
-        check_host(dns, SpfParameters::helo(input.ip, input.helo, input.host)),
-    );
-    let check = |o: &SpfOutput| SpfCheck {
-        outcome: Outcome::from_spf(o.result()),
-        domain: o.domain().to_string(),
-        explanation: o.explanation().map(str::to_string),
-    };
-    SpfFacts {
-        mail_from: check(&mail_from),
-        helo: check(&helo),
-        output: mail_from,
-        ip: input.ip,
-        helo_name: input.helo.to_string(),
-        sender,
-        host: input.host.to_string(),
     }
 }
 
@@ -317,59 +137,6 @@ pub struct MessageAuth {
     pub from: FromShape,
     /// The Authentication-Results field, ready to prepend (with CRLF).
     pub header: String,
-}
-
-/// Reverse DNS of the client (RFC 8601 3, "iprev"): a PTR name that resolves back to it.
-#[derive(Debug, Clone)]
-pub struct IprevFacts {
-    /// pass, fail (PTR names do not resolve back), permerror (no PTR), temperror.
-    pub outcome: Outcome,
-    /// The verified name, on pass.
-    pub name: Option<String>,
-    /// The PTR names, when the PTR lookup succeeded.
-    pub ptr: Vec<String>,
-    /// Why it did not pass.
-    pub detail: Option<String>,
-    output: IprevOutput,
-    ip: IpAddr,
-}
-
-/// Checks the client's reverse DNS (PTR, then A/AAAA back to the address).
-pub async fn check_iprev(dns: &Dns, ip: IpAddr) -> IprevFacts {
-    let meter = LookupMeter::new("iprev");
-    let output = dns
-        .authenticator()
-        .verify_iprev(Parameters::new(ip).with_cache(&meter))
-        .await;
-    let ptr: Vec<String> = output
-        .ptr
-        .as_ref()
-        .map(|names| {
-            names
-                .iter()
-                .map(|n| n.trim_end_matches('.').to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    let (outcome, detail) = match &output.result {
-        IprevResult::Pass => (Outcome::Pass, None),
-        IprevResult::Fail(e) => (Outcome::Fail, Some(e.to_string())),
-        IprevResult::TempError(e) => (Outcome::TempError, Some(e.to_string())),
-        IprevResult::PermError(e) => (Outcome::PermError, Some(e.to_string())),
-        IprevResult::None => (Outcome::None, None),
-    };
-    // mail-auth stops at the first name that resolves back; it is among the first two.
-    let name = (outcome == Outcome::Pass)
-        .then(|| ptr.first().cloned())
-        .flatten();
-    IprevFacts {
-        outcome,
-        name,
-        ptr,
-        detail,
-        output,
-        ip,
-    }
 }
 
 /// The facts of one transaction.
