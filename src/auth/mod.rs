@@ -5,9 +5,12 @@
 //!
 //! mail-auth's outputs borrow the message; everything kept here is owned.
 
+pub mod arc;
 pub mod iprev;
+pub mod signature;
 pub mod spf;
 
+pub use arc::{check_arc, ArcCheck};
 pub use iprev::{check_iprev, IprevFacts};
 pub use spf::{check_spf, SpfCheck, SpfFacts, SpfInput};
 
@@ -102,17 +105,6 @@ pub struct DmarcCheck {
     pub detail: Option<String>,
 }
 
-/// The ARC chain validation.
-#[derive(Debug, Clone)]
-pub struct ArcCheck {
-    /// The result.
-    pub outcome: Outcome,
-    /// `d=` of the newest ARC-Seal, the last hop that vouched for the message.
-    pub last_sealer: Option<String>,
-    /// Why it did not pass.
-    pub detail: Option<String>,
-}
-
 /// How the message's From header looks to DMARC (RFC 5322 3.6 asks for exactly one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FromShape {
@@ -164,6 +156,7 @@ impl MessageAuth {
             arc: ArcCheck {
                 outcome: Outcome::TempError,
                 last_sealer: None,
+                sets: 0,
                 detail: Some(why.to_string()),
             },
             dmarc: DmarcCheck {
@@ -222,14 +215,10 @@ pub async fn check_message(
     let spf = facts.spf.as_ref();
     let auth = dns.authenticator();
     let message = AuthenticatedMessage::from_parsed(parsed, raw, true);
-    let (dkim_meter, arc_meter, dmarc_meter) = (
-        LookupMeter::new("dkim"),
-        LookupMeter::new("arc"),
-        LookupMeter::new("dmarc"),
-    );
-    let (dkim_out, arc_out) = tokio::join!(
+    let (dkim_meter, dmarc_meter) = (LookupMeter::new("dkim"), LookupMeter::new("dmarc"));
+    let (dkim_out, arc) = tokio::join!(
         auth.verify_dkim(Parameters::new(&message).with_cache(&dkim_meter)),
-        auth.verify_arc(Parameters::new(&message).with_cache(&arc_meter))
+        check_arc(dns, raw)
     );
     let from = from_shape(parsed);
     let none_spf = SpfOutput::new(String::new()).with_result(SpfResult::None);
@@ -264,12 +253,6 @@ pub async fn check_message(
             }
         })
         .collect();
-    let (arc_outcome, arc_detail) = Outcome::from_dkim(arc_out.result());
-    let arc = ArcCheck {
-        outcome: arc_outcome,
-        last_sealer: arc_out.chain().last().map(|l| l.seal.header.d.clone()),
-        detail: arc_detail,
-    };
     let (dmarc_outcome, dmarc_detail) = Outcome::from_dmarc(&dmarc_out.result());
     let policy = match dmarc_out.policy() {
         mail_auth::dmarc::Policy::Reject => "reject",
@@ -297,11 +280,24 @@ pub async fn check_message(
         let params = SpfParameters::mail_from(s.ip, &s.helo_name, &s.host, &s.sender);
         results = results.with_spf_result(&s.output, &params);
     }
-    if let Some(ip) = client {
-        results = results.with_arc_result(&arc_out, ip);
-    }
     results = results.with_dmarc_result(&dmarc_out);
-    let header = mail_auth::headers::HeaderWriter::to_header(&results);
+    let mut header = mail_auth::headers::HeaderWriter::to_header(&results);
+    if header.ends_with("\r\n") {
+        header.truncate(header.len() - 2);
+    }
+    // RFC 8617 10.1: the arc method; moat validates the chain itself, so it writes the entry.
+    header.push_str(&format!(";\r\n\tarc={}", arc.outcome.as_str()));
+    if arc.sets > 0 {
+        header.push_str(&format!(" (i={}", arc.sets));
+        if let Some(sealer) = &arc.last_sealer {
+            header.push_str(&format!(", sealed by {sealer}"));
+        }
+        header.push(')');
+    }
+    if let Some(ip) = client {
+        header.push_str(&format!(" smtp.remote-ip={ip}"));
+    }
+    header.push_str("\r\n");
     MessageAuth {
         dkim,
         arc,

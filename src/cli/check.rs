@@ -407,7 +407,7 @@ fn json_report(
                 .map(|d| json!({"result": d.outcome.as_str(), "domain": d.domain, "selector": d.selector}))
                 .collect::<Vec<_>>(),
             json!({"result": m.dmarc.outcome.as_str(), "policy": m.dmarc.policy, "domain": m.dmarc.domain}),
-            json!({"result": m.arc.outcome.as_str()}),
+            json!({"result": m.arc.outcome.as_str(), "detail": m.arc.detail}),
         ),
         None => (
             Vec::new(),
