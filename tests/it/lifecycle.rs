@@ -253,7 +253,13 @@ async fn check_binary_json_and_exit_codes() {
     assert_eq!(v["action"], "accept");
     assert_eq!(
         v["spf"],
-        serde_json::json!({"result": "pass", "domain": "signed.test"})
+        serde_json::json!({
+            "result": "pass",
+            "domain": "signed.test",
+            "explanation": null,
+            "detail": null,
+            "helo": {"result": "none", "domain": "mx.signed.test"},
+        })
     );
     assert_eq!(
         v["dmarc"],
