@@ -445,6 +445,22 @@ pub struct AuthConfig {
     pub arc_trusted_sealers: Vec<String>,
     /// What a DNS temperror in SPF, DKIM or DMARC does: "tempfail" (451 4.4.3) or "score".
     pub dns_failure: DnsFailure,
+    /// The From problems refused at end of data (550 5.7.1); the others only score.
+    pub from_reject: Vec<FromProblem>,
+}
+
+/// A From field that is not one clear mailbox (`auth.from_reject`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FromProblem {
+    /// No From field.
+    Missing,
+    /// More than one From field.
+    Multiple,
+    /// One From field with several mailboxes or a group.
+    Mailboxes,
+    /// A From field that does not parse to exactly one address.
+    Malformed,
 }
 
 impl Default for AuthConfig {
@@ -457,6 +473,12 @@ impl Default for AuthConfig {
             dmarc_enforce: true,
             arc_trusted_sealers: Vec::new(),
             dns_failure: DnsFailure::Tempfail,
+            from_reject: vec![
+                FromProblem::Missing,
+                FromProblem::Multiple,
+                FromProblem::Mailboxes,
+                FromProblem::Malformed,
+            ],
         }
     }
 }

@@ -1,27 +1,32 @@
-//! Sender authentication facts, computed once per transaction with mail-auth on the shared
-//! resolver: SPF at MAIL FROM, then DKIM, ARC and DMARC on the message. The checks in
-//! `checks/{spf,dkim,arc,dmarc}.rs` turn these facts into symbols; `headers` turns the same
-//! facts into Authentication-Results, so the header and the score can never disagree.
+//! Sender authentication facts, computed once per transaction on the shared resolver: reverse
+//! DNS at connect, SPF at MAIL FROM, then the author (From), DKIM, ARC and DMARC on the
+//! message. One file per method (`iprev`, `spf`, `dkim`, `arc`, `dmarc`), `from` for the
+//! author identity and `signature` for what DKIM and ARC share; this file holds the facts and
+//! writes them into Authentication-Results. The checks in `checks/{rdns,spf,dkim,arc,dmarc}.rs`
+//! turn the same facts into symbols, so the header and the score can never disagree.
 //!
-//! mail-auth's outputs borrow the message; everything kept here is owned.
+//! SPF, DKIM, ARC and DMARC are evaluated by moat (each file says why); reverse DNS and the
+//! Authentication-Results entries for it and for SPF still come from mail-auth.
 
 pub mod arc;
+pub mod dkim;
+pub mod dmarc;
+pub mod from;
 pub mod iprev;
 pub mod signature;
 pub mod spf;
 
 pub use arc::{check_arc, ArcCheck};
+pub use dkim::{check_dkim, DkimCheck};
+pub use dmarc::{check_dmarc, DmarcCheck};
+pub use from::{Author, FromShape};
 pub use iprev::{check_iprev, IprevFacts};
 pub use spf::{check_spf, SpfCheck, SpfFacts, SpfInput};
 
 use crate::dns::Dns;
-use crate::dns_meter::LookupMeter;
-use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcOutput, DmarcResult, Parameters,
-    SpfOutput, SpfResult,
-};
+use mail_auth::AuthenticationResults;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 /// An authentication result with the RFC 8601 names.
@@ -56,64 +61,6 @@ impl Outcome {
             Outcome::PermError => "permerror",
         }
     }
-
-    fn from_dkim(r: &DkimResult) -> (Outcome, Option<String>) {
-        match r {
-            DkimResult::Pass => (Outcome::Pass, None),
-            DkimResult::Neutral(e) => (Outcome::Neutral, Some(e.to_string())),
-            DkimResult::Fail(e) => (Outcome::Fail, Some(e.to_string())),
-            DkimResult::PermError(e) => (Outcome::PermError, Some(e.to_string())),
-            DkimResult::TempError(e) => (Outcome::TempError, Some(e.to_string())),
-            DkimResult::None => (Outcome::None, None),
-        }
-    }
-
-    fn from_dmarc(r: &DmarcResult) -> (Outcome, Option<String>) {
-        match r {
-            DmarcResult::Pass => (Outcome::Pass, None),
-            DmarcResult::Fail(e) => (Outcome::Fail, Some(e.to_string())),
-            DmarcResult::TempError(e) => (Outcome::TempError, Some(e.to_string())),
-            DmarcResult::PermError(e) => (Outcome::PermError, Some(e.to_string())),
-            DmarcResult::None => (Outcome::None, None),
-        }
-    }
-}
-
-/// One DKIM signature's result.
-#[derive(Debug, Clone)]
-pub struct DkimCheck {
-    /// The result.
-    pub outcome: Outcome,
-    /// `d=` of the signature (empty if it could not be parsed).
-    pub domain: String,
-    /// `s=` of the signature.
-    pub selector: String,
-    /// Why it did not pass.
-    pub detail: Option<String>,
-}
-
-/// The DMARC evaluation.
-#[derive(Debug, Clone)]
-pub struct DmarcCheck {
-    /// The result.
-    pub outcome: Outcome,
-    /// The requested policy: `none`, `quarantine` or `reject`.
-    pub policy: &'static str,
-    /// The RFC 5322.From domain.
-    pub domain: String,
-    /// Why it did not pass.
-    pub detail: Option<String>,
-}
-
-/// How the message's From header looks to DMARC (RFC 5322 3.6 asks for exactly one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FromShape {
-    /// One From header with one domain.
-    Single,
-    /// No From header.
-    Missing,
-    /// Several From headers, or addresses in different domains.
-    Multiple,
 }
 
 /// Everything learned from the message itself.
@@ -123,10 +70,10 @@ pub struct MessageAuth {
     pub dkim: Vec<DkimCheck>,
     /// The ARC chain.
     pub arc: ArcCheck,
-    /// DMARC.
+    /// DMARC (`none` when From is not one clear mailbox: the author check refuses those).
     pub dmarc: DmarcCheck,
-    /// The From header's shape.
-    pub from: FromShape,
+    /// The author as a mail client shows it.
+    pub author: Author,
     /// The Authentication-Results field, ready to prepend (with CRLF).
     pub header: String,
 }
@@ -144,13 +91,15 @@ pub struct AuthFacts {
 
 impl MessageAuth {
     /// Every result as temperror (the checks could not finish).
-    pub fn temperror(authserv_id: &str, why: &str) -> MessageAuth {
+    pub fn temperror(authserv_id: &str, author: Author, why: &str) -> MessageAuth {
         MessageAuth {
             // The signatures are unknown, but "unsigned" would be a lie: one temperror entry.
             dkim: vec![DkimCheck {
                 outcome: Outcome::TempError,
                 domain: String::new(),
                 selector: String::new(),
+                auid: String::new(),
+                b_prefix: String::new(),
                 detail: Some(why.to_string()),
             }],
             arc: ArcCheck {
@@ -162,147 +111,180 @@ impl MessageAuth {
             dmarc: DmarcCheck {
                 outcome: Outcome::TempError,
                 policy: "none",
-                domain: String::new(),
+                domain: author.domain.clone().unwrap_or_default(),
                 detail: Some(why.to_string()),
             },
-            from: FromShape::Single,
+            author,
             header: format!("Authentication-Results: {authserv_id};\r\n\tdmarc=temperror\r\n"),
         }
     }
 }
 
-fn from_shape(parsed: &mail_parser::Message<'_>) -> FromShape {
-    let mut headers = 0;
-    let mut domains: Vec<String> = Vec::new();
-    for h in parsed.root_part().headers() {
-        if h.name() == mail_parser::HeaderName::From {
-            headers += 1;
-            if let Some(addr) = h.value().as_address() {
-                for a in addr.mailboxes() {
-                    if let Some(d) = a
-                        .address()
-                        .and_then(|x| x.rsplit_once('@'))
-                        .map(|(_, d)| d.to_ascii_lowercase())
-                    {
-                        if !domains.contains(&d) {
-                            domains.push(d);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    match (headers, domains.len()) {
-        (0, _) => FromShape::Missing,
-        (1, 0) => FromShape::Missing,
-        (1, 1) => FromShape::Single,
-        _ => FromShape::Multiple,
-    }
+/// The author of `raw` (cheap, no DNS): known even when the DNS checks run out of time.
+pub fn author_of(raw: &[u8]) -> Author {
+    from::author(&signature::fields(raw).0)
 }
 
-/// Verifies DKIM and ARC and evaluates DMARC for a message.
+/// Verifies DKIM and ARC and evaluates DMARC for a message (`raw`: the whole message, CRLF).
 ///
-/// `spf` is absent when the envelope is unknown (`moat check` without one): DMARC then has
-/// only DKIM to align. `client` labels the ARC entry of the header.
+/// `facts.spf` is absent when the envelope is unknown (`moat check` without one): DMARC then
+/// has only DKIM to align. `client` labels the ARC entry of the header.
 pub async fn check_message(
     dns: &Dns,
     raw: &[u8],
-    parsed: &mail_parser::Message<'_>,
     facts: &AuthFacts,
     client: Option<IpAddr>,
     authserv_id: &str,
 ) -> MessageAuth {
-    let spf = facts.spf.as_ref();
-    let auth = dns.authenticator();
-    let message = AuthenticatedMessage::from_parsed(parsed, raw, true);
-    let (dkim_meter, dmarc_meter) = (LookupMeter::new("dkim"), LookupMeter::new("dmarc"));
-    let (dkim_out, arc) = tokio::join!(
-        auth.verify_dkim(Parameters::new(&message).with_cache(&dkim_meter)),
-        check_arc(dns, raw)
-    );
-    let from = from_shape(parsed);
-    let none_spf = SpfOutput::new(String::new()).with_result(SpfResult::None);
-    let spf_out = spf.map(|s| &s.output).unwrap_or(&none_spf);
-    // Several From headers must never let DMARC pass (a known evasion), so DMARC is not even
-    // evaluated then; the dmarc check scores the shape instead.
-    let dmarc_out = if from == FromShape::Single {
-        auth.verify_dmarc(
-            Parameters::new(DmarcParameters {
-                message: &message,
-                dkim_output: &dkim_out,
-                dkim2_output: None,
-                mail_from_domain: spf.map(|s| s.mail_from_domain()).unwrap_or(""),
-                spf_output: spf_out,
-            })
-            .with_cache(&dmarc_meter),
-        )
-        .await
-    } else {
-        DmarcOutput::default()
+    let author = author_of(raw);
+    let (dkim, arc) = tokio::join!(check_dkim(dns, raw), check_arc(dns, raw));
+    let spf = facts
+        .spf
+        .as_ref()
+        .map(|s| (s.mail_from.outcome, s.mail_from.domain.as_str()));
+    let dmarc = match (author.shape, author.domain.as_deref()) {
+        (FromShape::Single, Some(domain)) => check_dmarc(dns, domain, spf, &dkim).await,
+        _ => DmarcCheck {
+            outcome: Outcome::None,
+            policy: "none",
+            domain: String::new(),
+            detail: author.detail.clone(),
+        },
     };
-
-    let dkim = dkim_out
-        .iter()
-        .map(|o| {
-            let (outcome, detail) = Outcome::from_dkim(o.result());
-            DkimCheck {
-                outcome,
-                domain: o.signature().map(|s| s.d.clone()).unwrap_or_default(),
-                selector: o.signature().map(|s| s.s.clone()).unwrap_or_default(),
-                detail,
-            }
-        })
-        .collect();
-    let (dmarc_outcome, dmarc_detail) = Outcome::from_dmarc(&dmarc_out.result());
-    let policy = match dmarc_out.policy() {
-        mail_auth::dmarc::Policy::Reject => "reject",
-        mail_auth::dmarc::Policy::Quarantine => "quarantine",
-        _ => "none",
-    };
-    let dmarc = DmarcCheck {
-        outcome: dmarc_outcome,
-        policy,
-        domain: dmarc_out.domain().to_string(),
-        detail: dmarc_detail,
-    };
-
-    let header_from = parsed
-        .from()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .unwrap_or("");
-    let mut results =
-        AuthenticationResults::new(authserv_id).with_dkim_results(&dkim_out, header_from);
-    if let Some(i) = &facts.iprev {
-        results = results.with_iprev_result(&i.output, i.ip);
-    }
-    if let Some(s) = spf {
-        let params = SpfParameters::mail_from(s.ip, &s.helo_name, &s.host, &s.sender);
-        results = results.with_spf_result(&s.output, &params);
-    }
-    results = results.with_dmarc_result(&dmarc_out);
-    let mut header = mail_auth::headers::HeaderWriter::to_header(&results);
-    if header.ends_with("\r\n") {
-        header.truncate(header.len() - 2);
-    }
-    // RFC 8617 10.1: the arc method; moat validates the chain itself, so it writes the entry.
-    header.push_str(&format!(";\r\n\tarc={}", arc.outcome.as_str()));
-    if arc.sets > 0 {
-        header.push_str(&format!(" (i={}", arc.sets));
-        if let Some(sealer) = &arc.last_sealer {
-            header.push_str(&format!(", sealed by {sealer}"));
-        }
-        header.push(')');
-    }
-    if let Some(ip) = client {
-        header.push_str(&format!(" smtp.remote-ip={ip}"));
-    }
-    header.push_str("\r\n");
+    let header = results_header(authserv_id, facts, &dkim, &arc, &dmarc, client);
     MessageAuth {
         dkim,
         arc,
         dmarc,
-        from,
+        author,
         header,
+    }
+}
+
+/// Authentication-Results (RFC 8601): iprev and spf written by mail-auth, then dkim, arc and
+/// dmarc from moat's own results.
+fn results_header(
+    authserv_id: &str,
+    facts: &AuthFacts,
+    dkim: &[DkimCheck],
+    arc: &ArcCheck,
+    dmarc: &DmarcCheck,
+    client: Option<IpAddr>,
+) -> String {
+    let mut results = AuthenticationResults::new(authserv_id);
+    if let Some(i) = &facts.iprev {
+        results = results.with_iprev_result(&i.output, i.ip);
+    }
+    if let Some(s) = &facts.spf {
+        let params = SpfParameters::mail_from(s.ip, &s.helo_name, &s.host, &s.sender);
+        results = results.with_spf_result(&s.output, &params);
+    }
+    let mut header = mail_auth::headers::HeaderWriter::to_header(&results);
+    if header.ends_with("\r\n") {
+        header.truncate(header.len() - 2);
+    }
+    // mail-auth writes "none" when it had no entry; moat's entries follow.
+    if let Some(stripped) = header.strip_suffix("; none") {
+        header = stripped.to_string();
+    }
+    if dkim.is_empty() {
+        header.push_str(";\r\n\tdkim=none");
+    }
+    for d in dkim {
+        let _ = write!(header, ";\r\n\tdkim={}", d.outcome.as_str());
+        if let Some(why) = &d.detail {
+            let _ = write!(header, " ({})", comment(why));
+        }
+        for (property, value) in [
+            ("header.d", &d.domain),
+            ("header.i", &d.auid),
+            ("header.s", &d.selector),
+            ("header.b", &d.b_prefix),
+        ] {
+            if !value.is_empty() {
+                let _ = write!(header, " {property}={}", pvalue(value));
+            }
+        }
+    }
+    // RFC 8617 10.1: the arc method.
+    let _ = write!(header, ";\r\n\tarc={}", arc.outcome.as_str());
+    if arc.sets > 0 {
+        let _ = write!(header, " (i={}", arc.sets);
+        if let Some(sealer) = &arc.last_sealer {
+            let _ = write!(header, ", sealed by {}", comment(sealer));
+        }
+        header.push(')');
+    }
+    if let Some(ip) = client {
+        let _ = write!(header, " smtp.remote-ip={ip}");
+    }
+    let _ = write!(header, ";\r\n\tdmarc={}", dmarc.outcome.as_str());
+    match &dmarc.detail {
+        Some(why) => {
+            let _ = write!(header, " (p={}; {})", dmarc.policy, comment(why));
+        }
+        None if !dmarc.domain.is_empty() => {
+            let _ = write!(header, " (p={})", dmarc.policy);
+        }
+        None => {}
+    }
+    if !dmarc.domain.is_empty() {
+        let _ = write!(
+            header,
+            " header.from={} policy.dmarc={}",
+            pvalue(&dmarc.domain),
+            dmarc.policy
+        );
+    }
+    header.push_str("\r\n");
+    header
+}
+
+/// A property value (RFC 8601 2.2): a token, or a quoted string when it holds anything else,
+/// so that a crafted d= or domain cannot inject results (espoofer A4-A7).
+fn pvalue(value: &str) -> String {
+    let token = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@.-_+=/!#$%&*^`{|}~".contains(&b));
+    if token {
+        return value.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in value.chars().filter(|c| !c.is_control()) {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Text for a comment: parentheses and backslashes escaped, controls dropped.
+fn comment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars().filter(|c| !c.is_control()) {
+        if matches!(c, '(' | ')' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_values_cannot_inject() {
+        assert_eq!(pvalue("example.org"), "example.org");
+        assert_eq!(
+            pvalue("legitimate.com'a.attack.com"),
+            "\"legitimate.com'a.attack.com\""
+        );
+        assert_eq!(pvalue("a\"b;c"), "\"a\\\"b;c\"");
+        assert_eq!(comment("x (y)"), "x \\(y\\)");
     }
 }

@@ -345,6 +345,14 @@ impl Algorithm {
 pub struct PublicKey {
     kind: Algorithm,
     der: Vec<u8>,
+    strict: bool,
+}
+
+impl PublicKey {
+    /// `t=s` (RFC 6376 3.6.1): the AUID's domain must be d= itself, not a subdomain.
+    pub fn strict_identity(&self) -> bool {
+        self.strict
+    }
 }
 
 /// Why no key could be had.
@@ -398,6 +406,23 @@ fn parse_key(text: &[u8]) -> Result<PublicKey, String> {
         "ed25519" => Algorithm::Ed25519Sha256,
         other => return Err(format!("unknown key type {other:?}")),
     };
+    // RFC 6376 3.6.1: h= lists the hashes the key may be used with; s= its services.
+    if let Some(h) = tags.get("h") {
+        if !h.split(':').any(|x| x.trim() == "sha256") {
+            return Err(format!("the key allows only h={h}"));
+        }
+    }
+    if let Some(services) = tags.get("s") {
+        if !services
+            .split(':')
+            .any(|x| matches!(x.trim(), "*" | "email"))
+        {
+            return Err(format!("the key is for s={services}, not email"));
+        }
+    }
+    let strict = tags
+        .get("t")
+        .is_some_and(|t| t.split(':').any(|f| f.trim() == "s"));
     let p = tags.require("p")?;
     if p.trim().is_empty() {
         return Err("the key is revoked (empty p=)".into());
@@ -407,7 +432,7 @@ fn parse_key(text: &[u8]) -> Result<PublicKey, String> {
         Algorithm::RsaSha256 => strip_spki(&der).unwrap_or(&der).to_vec(),
         Algorithm::Ed25519Sha256 => der,
     };
-    Ok(PublicKey { kind, der })
+    Ok(PublicKey { kind, der, strict })
 }
 
 /// RSA keys in DKIM records are SubjectPublicKeyInfo; aws-lc verifies with the RSAPublicKey

@@ -2,7 +2,7 @@
 //! forced action (p=reject refuses, p=quarantine flags) unless a trusted ARC sealer vouches.
 
 use crate::auth::{FromShape, Outcome};
-use crate::config::{AuthConfig, DnsFailure};
+use crate::config::{AuthConfig, DnsFailure, FromProblem};
 use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
 use crate::rules::SymbolTable;
 use crate::smtp::reply;
@@ -20,6 +20,9 @@ pub const SYMBOLS: &[&str] = &[
     "DMARC_ARC_OVERRIDE",
     "HDR_FROM_MISSING",
     "HDR_FROM_MULTIPLE",
+    "HDR_FROM_MAILBOXES",
+    "HDR_FROM_MALFORMED",
+    "HDR_FROM_DISPLAY_ADDRESS",
 ];
 
 /// The DMARC check.
@@ -28,6 +31,7 @@ pub struct Dmarc {
     enforce: bool,
     trusted_sealers: Vec<String>,
     dns_failure: DnsFailure,
+    from_reject: Vec<FromProblem>,
 }
 
 impl Dmarc {
@@ -42,6 +46,7 @@ impl Dmarc {
                 .map(|s| s.to_ascii_lowercase())
                 .collect(),
             dns_failure: config.dns_failure,
+            from_reject: config.from_reject.clone(),
         }
     }
 }
@@ -61,14 +66,32 @@ impl Check for Dmarc {
                 return Vec::new();
             };
             let t = &self.table;
-            match m.from {
-                FromShape::Missing => {
-                    return vec![Symbol::new(t, "HDR_FROM_MISSING", Stage::Data, None)]
-                }
-                FromShape::Multiple => {
-                    return vec![Symbol::new(t, "HDR_FROM_MULTIPLE", Stage::Data, None)]
-                }
-                FromShape::Single => {}
+            // RFC 5322 3.6: one From with one mailbox; anything else lets a forger show a
+            // domain that DMARC never checked, so DMARC is not evaluated and the shape decides.
+            let problem = match m.author.shape {
+                FromShape::Single => None,
+                FromShape::Missing => Some(("HDR_FROM_MISSING", FromProblem::Missing)),
+                FromShape::Multiple => Some(("HDR_FROM_MULTIPLE", FromProblem::Multiple)),
+                FromShape::Mailboxes => Some(("HDR_FROM_MAILBOXES", FromProblem::Mailboxes)),
+                FromShape::Malformed => Some(("HDR_FROM_MALFORMED", FromProblem::Malformed)),
+            };
+            if let Some((name, kind)) = problem {
+                let why = m.author.detail.clone().unwrap_or_default();
+                let s = Symbol::new(t, name, Stage::Data, Some(why.clone()));
+                return if self.from_reject.contains(&kind) {
+                    vec![s.forcing(Action::Reject, Some(reply::FROM_REJECT.with_detail(&why)))]
+                } else {
+                    vec![s]
+                };
+            }
+            let mut extra = Vec::new();
+            if let (Some(shown), Some(hidden)) = (&m.author.address, &m.author.hidden_address) {
+                extra.push(Symbol::new(
+                    t,
+                    "HDR_FROM_DISPLAY_ADDRESS",
+                    Stage::Data,
+                    Some(format!("shows {shown}, sent as {hidden}")),
+                ));
             }
             let d = &m.dmarc;
             let detail = Some(match &d.detail {
@@ -76,7 +99,7 @@ impl Check for Dmarc {
                 None => format!("{} p={}", d.domain, d.policy),
             });
             let sym = |name: &str| Symbol::new(t, name, Stage::Data, detail.clone());
-            match d.outcome {
+            let mut out = match d.outcome {
                 Outcome::Pass => vec![sym("DMARC_PASS")],
                 Outcome::None => vec![sym("DMARC_NONE")],
                 Outcome::PermError => vec![sym("DMARC_PERMERROR")],
@@ -97,32 +120,35 @@ impl Check for Dmarc {
                         });
                     if vouched {
                         let sealer = m.arc.last_sealer.clone();
-                        return vec![Symbol::new(t, "DMARC_ARC_OVERRIDE", Stage::Data, sealer)];
-                    }
-                    match d.policy {
-                        "reject" => {
-                            let s = sym("DMARC_POLICY_REJECT");
-                            if self.enforce {
-                                vec![s.forcing(
-                                    Action::Reject,
-                                    Some(reply::DMARC_REJECT.with_detail(&d.domain)),
-                                )]
-                            } else {
-                                vec![s]
+                        vec![Symbol::new(t, "DMARC_ARC_OVERRIDE", Stage::Data, sealer)]
+                    } else {
+                        match d.policy {
+                            "reject" => {
+                                let s = sym("DMARC_POLICY_REJECT");
+                                if self.enforce {
+                                    vec![s.forcing(
+                                        Action::Reject,
+                                        Some(reply::DMARC_REJECT.with_detail(&d.domain)),
+                                    )]
+                                } else {
+                                    vec![s]
+                                }
                             }
-                        }
-                        "quarantine" => {
-                            let s = sym("DMARC_POLICY_QUARANTINE");
-                            if self.enforce {
-                                vec![s.forcing(Action::AddHeader, None)]
-                            } else {
-                                vec![s]
+                            "quarantine" => {
+                                let s = sym("DMARC_POLICY_QUARANTINE");
+                                if self.enforce {
+                                    vec![s.forcing(Action::AddHeader, None)]
+                                } else {
+                                    vec![s]
+                                }
                             }
+                            _ => vec![sym("DMARC_FAIL")],
                         }
-                        _ => vec![sym("DMARC_FAIL")],
                     }
                 }
-            }
+            };
+            out.extend(extra);
+            out
         })
     }
 }

@@ -212,14 +212,7 @@ impl Pipeline {
                 let client = Some(env.client.ip()).filter(|ip| !ip.is_unspecified());
                 let checked = tokio::time::timeout(
                     self.deadline,
-                    auth::check_message(
-                        &step.dns,
-                        m.raw,
-                        m.parsed,
-                        facts,
-                        client,
-                        &step.authserv_id,
-                    ),
+                    auth::check_message(&step.dns, m.raw, facts, client, &step.authserv_id),
                 )
                 .await;
                 facts.message = Some(checked.unwrap_or_else(|_| {
@@ -227,7 +220,11 @@ impl Pipeline {
                         stage = "data",
                         "DKIM/ARC/DMARC missed the stage deadline; counted as temperror"
                     );
-                    auth::MessageAuth::temperror(&step.authserv_id, "stage deadline exceeded")
+                    auth::MessageAuth::temperror(
+                        &step.authserv_id,
+                        auth::author_of(m.raw),
+                        "stage deadline exceeded",
+                    )
                 }));
             }
             _ => {}

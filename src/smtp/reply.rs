@@ -338,6 +338,13 @@ pub const DKIM_REJECT: ReplyConst = Reply::fixed(
 /// 550 when the From domain's DMARC policy is reject (RFC 7489 10.3).
 pub const DMARC_REJECT: ReplyConst =
     Reply::fixed(550, e(5, 7, 1), "Message rejected by the DMARC policy of");
+/// 550 at end of data for a From that is not one clear mailbox (RFC 5322 3.6, `auth.from_reject`);
+/// the detail says which problem.
+pub const FROM_REJECT: ReplyConst = Reply::fixed(
+    550,
+    e(5, 7, 1),
+    "Message rejected: the From field must hold exactly one address:",
+);
 /// 554 at connect when the client has no valid reverse DNS and `auth.rdns_reject` is on
 /// (RFC 7372 3.3: 5.7.25).
 pub const RDNS_REJECT: ReplyConst = Reply::fixed(

@@ -59,7 +59,7 @@ async fn new_triplet_is_deferred_then_passes_after_the_delay() {
         .send_message(
             "a@example.test",
             &["b@example.test"],
-            &crlf("Subject: retry\n\nhello\n"),
+            &crlf("From: <a@example.test>\nSubject: retry\n\nhello\n"),
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");

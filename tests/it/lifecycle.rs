@@ -16,7 +16,8 @@ async fn shutdown_completes_a_transaction_in_flight() {
     assert_eq!(busy.cmd("MAIL FROM:<a@example.test>").await.code, 250);
     assert_eq!(busy.cmd("RCPT TO:<b@example.test>").await.code, 250);
     assert_eq!(busy.cmd("DATA").await.code, 354);
-    busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n").await;
+    busy.send(b"From: <a@example.test>\r\nSubject: in flight\r\n\r\nfirst half\r\n")
+        .await;
     let drained = tokio::spawn(moat.shutdown());
     // The idle session is told to go away.
     let r = idle.read_reply().await;
@@ -37,7 +38,7 @@ async fn shutdown_completes_a_transaction_in_flight() {
     assert_eq!(r.code, 250, "{r:?}");
     crate::support::split_prepended(
         &sink.messages()[0].body,
-        b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n",
+        b"From: <a@example.test>\r\nSubject: in flight\r\n\r\nfirst half\r\nsecond half\r\n",
     );
     // After it, the session is closed too, and the drain finishes.
     let r = busy.try_read_reply().await;
@@ -193,7 +194,7 @@ async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
         .send_message(
             "a@example.test",
             &["b@example.test"],
-            b"Subject: bin\r\n\r\nhi\r\n",
+            b"From: <a@example.test>\r\nSubject: bin\r\n\r\nhi\r\n",
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");

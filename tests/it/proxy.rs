@@ -41,7 +41,11 @@ async fn body_arrives_byte_identical() {
     assert_eq!(msgs[0].rcpts, vec!["RCPT TO:<b@example.test>"]);
     // A second transaction in the same session.
     let r = c
-        .send_message("", &["b@example.test"], b"Subject: two\r\n\r\nsecond\r\n")
+        .send_message(
+            "",
+            &["b@example.test"],
+            b"From: <a@example.test>\r\nSubject: two\r\n\r\nsecond\r\n",
+        )
         .await;
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(sink.messages().len(), 2);
@@ -77,7 +81,7 @@ async fn full_pipelining_gets_replies_in_order() {
     }
     let codes: Vec<u16> = got.iter().map(|r| r.code).collect();
     assert_eq!(codes, vec![250, 250, 550, 250, 354], "{got:?}");
-    c.send(b"Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    c.send(b"From: <a@example.test>\r\nSubject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
         .await;
     let r = c.read_reply().await;
     assert_eq!(r.code, 250, "{r:?}");
@@ -85,7 +89,10 @@ async fn full_pipelining_gets_replies_in_order() {
     let msgs = sink.messages();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].rcpts.len(), 2);
-    split_prepended(&msgs[0].body, b"Subject: pipelined\r\n\r\nbody\r\n");
+    split_prepended(
+        &msgs[0].body,
+        b"From: <a@example.test>\r\nSubject: pipelined\r\n\r\nbody\r\n",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,7 +466,7 @@ async fn bdat_chunks_are_relayed() {
     assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
     assert_eq!(c.cmd("RCPT TO:<b@example.test>").await.code, 250);
     // Chunks are binary: a line with a lone dot is content, not an end.
-    let part1 = b"Subject: chunks\r\n\r\n.\r\n";
+    let part1 = b"From: <a@example.test>\r\nSubject: chunks\r\n\r\n.\r\n";
     let part2 = b"..two\r\nlast line\r\n";
     c.send(format!("BDAT {}\r\n", part1.len()).as_bytes()).await;
     c.send(part1).await;

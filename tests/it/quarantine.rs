@@ -60,7 +60,7 @@ async fn refused_message_is_kept_and_released_to_the_mta() {
         .send_message(
             "y@example.test",
             &["b@example.test"],
-            &crlf("Subject: hi\n\nhello\n"),
+            &crlf("From: <a@example.test>\nSubject: hi\n\nhello\n"),
         )
         .await;
     assert_eq!(r.code, 250);
@@ -137,7 +137,7 @@ async fn list_and_show_from_the_command_line() {
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
-    let spam = crlf(&format!("Subject: s\n\n{GTUBE}\n"));
+    let spam = crlf(&format!("From: <a@example.test>\nSubject: s\n\n{GTUBE}\n"));
     assert_eq!(
         c.send_message("", &["b@example.test"], &spam).await.code,
         550

@@ -30,12 +30,15 @@ async fn starttls_then_a_transaction() {
         .send_message(
             "a@example.test",
             &["b@example.test"],
-            b"Subject: tls\r\n\r\nsecret\r\n",
+            b"From: <a@example.test>\r\nSubject: tls\r\n\r\nsecret\r\n",
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");
     let msgs = sink.messages();
-    let added = crate::support::split_prepended(&msgs[0].body, b"Subject: tls\r\n\r\nsecret\r\n");
+    let added = crate::support::split_prepended(
+        &msgs[0].body,
+        b"From: <a@example.test>\r\nSubject: tls\r\n\r\nsecret\r\n",
+    );
     assert!(
         added.contains("with ESMTPS") && added.contains("version=TLSv1_3"),
         "{added}"
@@ -114,7 +117,7 @@ async fn required_tls_refuses_mail_before_starttls() {
         .send_message(
             "a@example.test",
             &["b@example.test"],
-            b"Subject: tls\r\n\r\nok\r\n",
+            b"From: <a@example.test>\r\nSubject: tls\r\n\r\nok\r\n",
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");
@@ -144,7 +147,7 @@ async fn starttls_to_the_upstream_verified_against_a_ca() {
         .send_message(
             "a@example.test",
             &["b@example.test"],
-            b"Subject: hop\r\n\r\nx\r\n",
+            b"From: <a@example.test>\r\nSubject: hop\r\n\r\nx\r\n",
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");
@@ -234,7 +237,7 @@ async fn certificate_reload_serves_the_new_one_and_keeps_sessions() {
         .send_message(
             "a@example.test",
             &["b@example.test"],
-            b"Subject: old\r\n\r\nstill here\r\n",
+            b"From: <a@example.test>\r\nSubject: old\r\n\r\nstill here\r\n",
         )
         .await;
     assert_eq!(r.code, 250, "{r:?}");

@@ -278,7 +278,7 @@ async fn reverse_dns_is_checked_at_connect_and_forwarded_as_the_client_name() {
         .send_message(
             "a@example.test",
             &["b@rcpt.test"],
-            b"Subject: x\r\n\r\ny\r\n",
+            b"From: <a@example.test>\r\nSubject: x\r\n\r\ny\r\n",
         )
         .await;
     assert_eq!(r.code, 250);
@@ -301,7 +301,7 @@ async fn reverse_dns_is_checked_at_connect_and_forwarded_as_the_client_name() {
         .send_message(
             "a@example.test",
             &["b@rcpt.test"],
-            b"Subject: x\r\n\r\ny\r\n",
+            b"From: <a@example.test>\r\nSubject: x\r\n\r\ny\r\n",
         )
         .await;
     assert_eq!(r.code, 250);
