@@ -5,9 +5,8 @@
 //! requires. An empty `cv` means fail, as OpenARC and Mail::DKIM read it.
 
 use super::{args, checker, documents, suite};
-use crate::support::dns::TestDns;
-use hickory_server::proto::rr::rdata::TXT;
-use hickory_server::proto::rr::{Name, RData, Record};
+use crate::support::dns::{txt_record, TestDns};
+use hickory_server::proto::rr::Name;
 use serde_yaml::Value;
 
 fn text(v: &Value) -> String {
@@ -16,16 +15,6 @@ fn text(v: &Value) -> String {
         Value::Null => String::new(),
         other => panic!("not a string: {other:?}"),
     }
-}
-
-/// TXT strings of at most 255 octets (a DKIM key is longer).
-fn txt(value: &str) -> TXT {
-    let chunks: Vec<String> = value
-        .as_bytes()
-        .chunks(255)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
-    TXT::new(chunks)
 }
 
 fn crlf(message: &str) -> Vec<u8> {
@@ -55,7 +44,7 @@ async fn valimail_arc_validation_suite() {
             for (owner, value) in map {
                 let owner = Name::from_ascii(format!("{}.", text(owner).trim_end_matches('.')))
                     .expect("owner");
-                records.push(Record::from_rdata(owner, 60, RData::TXT(txt(&text(value)))));
+                records.push(txt_record(owner, &text(value)));
             }
         }
         let dns = TestDns::start_records(records, Vec::new()).await;

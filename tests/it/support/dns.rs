@@ -213,6 +213,21 @@ impl TestDns {
     }
 }
 
+/// A TXT record whose text is cut into strings of at most 255 octets (RFC 1035 3.3.14), as a
+/// long DKIM key must be.
+pub fn txt_record(owner: Name, text: &str) -> Record {
+    let chunks: Vec<String> = text
+        .as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    Record::from_rdata(
+        owner,
+        60,
+        RData::TXT(hickory_server::proto::rr::rdata::TXT::new(chunks)),
+    )
+}
+
 /// UDP and TCP sockets on the same loopback port.
 async fn bind_pair() -> (UdpSocket, TcpListener) {
     for _ in 0..50 {
