@@ -1,6 +1,11 @@
 //! Allow and deny lists (`rules/lists/`): a listed client IP (connect), HELO name (helo),
 //! sender (mail) or recipient (rcpt). Deny refuses at that stage; allow makes the transaction
 //! accepted whatever else scores, and the session skips the remaining checks.
+//!
+//! An allow entry never trusts an identity nobody checked: a HELO entry applies only when the
+//! HELO is the client's verified reverse name (FCrDNS), and `allow_sender.txt` is applied at
+//! end of data by `checks::allow_sender`, once SPF or DKIM authenticated the domain. Only
+//! `allow_sender_unauthenticated.txt` allows a bare MAIL FROM, and says so in its name.
 
 use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
 use crate::rules::lists::{ListTarget, Lists};
@@ -12,7 +17,7 @@ use std::sync::Arc;
 pub const SYMBOLS: &[&str] = &[
     "ALLOWLIST_IP",
     "ALLOWLIST_HELO",
-    "ALLOWLIST_SENDER",
+    "ALLOWLIST_SENDER_UNAUTHENTICATED",
     "ALLOWLIST_RCPT",
     "DENYLIST_IP",
     "DENYLIST_HELO",
@@ -45,6 +50,7 @@ impl Check for ListCheck {
             ListTarget::Ip => "lists_ip",
             ListTarget::Helo => "lists_helo",
             ListTarget::Sender => "lists_sender",
+            ListTarget::SenderUnauthenticated => "lists_sender_unauthenticated",
             ListTarget::Rcpt => "lists_rcpt",
         }
     }
@@ -53,7 +59,7 @@ impl Check for ListCheck {
         match self.target {
             ListTarget::Ip => Stage::Connect,
             ListTarget::Helo => Stage::Helo,
-            ListTarget::Sender => Stage::Mail,
+            ListTarget::Sender | ListTarget::SenderUnauthenticated => Stage::Mail,
             ListTarget::Rcpt => Stage::Rcpt,
         }
     }
@@ -72,11 +78,25 @@ impl Check for ListCheck {
                 ),
                 ListTarget::Helo => {
                     let h = env.helo.as_deref().unwrap_or("");
-                    ("HELO", deny.match_name(h), allow.match_name(h))
+                    // A HELO name is a claim; it counts when reverse DNS confirms it.
+                    let confirmed = ctx.auth.iprev.as_ref().is_some_and(|i| {
+                        i.outcome == crate::auth::Outcome::Pass
+                            && i.name.as_deref().is_some_and(|n| {
+                                n.trim_end_matches('.')
+                                    .eq_ignore_ascii_case(h.trim_end_matches('.'))
+                            })
+                    });
+                    let allow = if confirmed { allow.match_name(h) } else { None };
+                    ("HELO", deny.match_name(h), allow)
                 }
                 ListTarget::Sender => {
+                    // Allow entries wait for authentication (checks::allow_sender).
                     let s = env.sender.as_deref().unwrap_or("");
-                    ("SENDER", deny.match_name(s), allow.match_name(s))
+                    ("SENDER", deny.match_name(s), None)
+                }
+                ListTarget::SenderUnauthenticated => {
+                    let s = env.sender.as_deref().unwrap_or("");
+                    ("SENDER_UNAUTHENTICATED", None, allow.match_name(s))
                 }
                 ListTarget::Rcpt => {
                     let r = ctx.recipient.unwrap_or("");

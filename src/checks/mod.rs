@@ -2,6 +2,7 @@
 //!
 //! Checks see only `pipeline::Context`: no sockets, no session types.
 
+pub mod allow_sender;
 pub mod arc;
 pub mod bayes;
 pub mod content;
@@ -38,6 +39,7 @@ pub fn emitted_symbols() -> Vec<&'static str> {
         dmarc::SYMBOLS,
         content::SYMBOLS,
         lists::SYMBOLS,
+        allow_sender::SYMBOLS,
         greylist::SYMBOLS,
         ratelimit::SYMBOLS,
         bayes::SYMBOLS,
@@ -92,9 +94,16 @@ pub fn build(
         ListTarget::Ip,
         ListTarget::Helo,
         ListTarget::Sender,
+        ListTarget::SenderUnauthenticated,
         ListTarget::Rcpt,
     ] {
         if let Some(c) = lists::ListCheck::new(target, &rules.lists, table) {
+            checks.push(Arc::new(c));
+        }
+    }
+    // It reads the authentication facts, so it only makes sense with them.
+    if config.auth.enabled {
+        if let Some(c) = allow_sender::AllowSender::new(&rules.lists, table) {
             checks.push(Arc::new(c));
         }
     }

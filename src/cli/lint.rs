@@ -31,7 +31,8 @@ pub fn run(config_path: &Path) -> LintReport {
     }) {
         Ok(r) => LintReport {
             output: format!(
-                "{}: ok; {} rules, {} DNS lists, {} symbols from rules/symbols.toml; ruleset {}\n",
+                "{}{}: ok; {} rules, {} DNS lists, {} symbols from rules/symbols.toml; ruleset {}\n",
+                warnings(&config, &r),
                 config_path.display(),
                 r.rules.len(),
                 r.dnsbl.len(),
@@ -45,4 +46,27 @@ pub fn run(config_path: &Path) -> LintReport {
             exit_code: 1,
         },
     }
+}
+
+/// What is valid but unsafe, one line each (the exit code stays 0).
+fn warnings(config: &Config, rules: &RuleSet) -> String {
+    let mut out = String::new();
+    let unauthenticated = rules
+        .lists
+        .get(crate::rules::lists::ListTarget::SenderUnauthenticated)
+        .map_or(0, |(allow, _)| allow.len());
+    if unauthenticated > 0 {
+        let dir = config
+            .rules
+            .dir
+            .as_deref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "rules".into());
+        out.push_str(&format!(
+            "warning: {dir}/lists/allow_sender_unauthenticated.txt: {unauthenticated} entries \
+             allow a MAIL FROM nobody authenticated; anyone who forges one skips every check, \
+             DMARC included. Prefer allow_sender.txt, which requires SPF or aligned DKIM.\n"
+        ));
+    }
+    out
 }

@@ -5,6 +5,7 @@
 //! | `allow_ip.txt`, `deny_ip.txt` | an IP address or CIDR block (`192.0.2.0/24`, `2001:db8::/32`) |
 //! | `allow_helo.txt`, `deny_helo.txt` | a host name, or `.example.com` for it and every subdomain |
 //! | `allow_sender.txt`, `deny_sender.txt` | an address, or a domain (`example.com` / `.example.com`) |
+//! | `allow_sender_unauthenticated.txt` | the same, trusted without authentication (lint warns) |
 //! | `allow_rcpt.txt`, `deny_rcpt.txt` | an address, or a domain |
 //!
 //! Parsing only; `RuleSet::load` reads the files.
@@ -20,8 +21,10 @@ pub enum ListTarget {
     Ip,
     /// The HELO name.
     Helo,
-    /// The envelope sender.
+    /// The envelope sender (deny) and the authenticated sender or author (allow).
     Sender,
+    /// The envelope sender, allowed without authentication (`allow_sender_unauthenticated.txt`).
+    SenderUnauthenticated,
     /// A recipient.
     Rcpt,
 }
@@ -37,7 +40,12 @@ pub struct NameList {
 impl NameList {
     /// True when the list has no entries.
     pub fn is_empty(&self) -> bool {
-        self.nets.is_empty() && self.exact.is_empty() && self.suffixes.is_empty()
+        self.len() == 0
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.nets.len() + self.exact.len() + self.suffixes.len()
     }
 
     /// The entry matching an IP address, if any.
@@ -170,6 +178,7 @@ pub fn load(dir: &Path) -> Result<Lists, RulesError> {
         (ListTarget::Ip, "ip"),
         (ListTarget::Helo, "helo"),
         (ListTarget::Sender, "sender"),
+        (ListTarget::SenderUnauthenticated, "sender_unauthenticated"),
         (ListTarget::Rcpt, "rcpt"),
     ] {
         let read = |kind: &str| -> Result<NameList, RulesError> {
@@ -184,7 +193,13 @@ pub fn load(dir: &Path) -> Result<Lists, RulesError> {
                 }),
             }
         };
-        lists.lists.push((target, read("allow")?, read("deny")?));
+        // There is no deny list without authentication: a deny entry never needs it.
+        let deny = if target == ListTarget::SenderUnauthenticated {
+            NameList::default()
+        } else {
+            read("deny")?
+        };
+        lists.lists.push((target, read("allow")?, deny));
     }
     Ok(lists)
 }

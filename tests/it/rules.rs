@@ -198,12 +198,24 @@ async fn allow_and_deny_lists() {
     assert_eq!(c.cmd("RCPT TO:<former-employee@rcpt.test>").await.code, 550);
     assert_eq!(c.cmd("RCPT TO:<b@rcpt.test>").await.code, 250);
     assert_eq!(c.cmd("RSET").await.code, 250);
-    // Allowed sender: GTUBE passes (the allow list decides alone).
+    // Allowed sender, authenticated by SPF: GTUBE passes (the allow list decides alone).
     let gtube = crlf("From: a@partner.example\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
     let r = c
         .send_message("a@partner.example", &["b@rcpt.test"], &gtube)
         .await;
     assert_eq!(r.code, 250, "{r:?}");
+    // A forger using a listed sender that SPF does not vouch for: the entry does nothing, the
+    // message is judged like any other (here GTUBE and bank.example's DMARC p=reject).
+    let forged = crlf("From: ceo@bank.example\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
+    let r = c
+        .send_message("ceo@bank.example", &["b@rcpt.test"], &forged)
+        .await;
+    assert_eq!((r.code, r.enhanced()), (550, Some("5.7.1")), "{r:?}");
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "the forged message never reaches the MTA"
+    );
     // Allowed client: also passes, and its checks were skipped.
     let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.3").await;
     c.ehlo().await;
@@ -212,6 +224,11 @@ async fn allow_and_deny_lists() {
         .await;
     assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(sink.messages()[1].body.clone()).unwrap();
+    let first = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
+    assert!(
+        first.contains("ALLOWLIST_SENDER"),
+        "the partner was allowed after SPF passed: {first}"
+    );
     let status = got
         .split("X-Spam-Status:")
         .nth(1)
@@ -223,4 +240,64 @@ async fn allow_and_deny_lists() {
         status.contains("ALLOWLIST_IP") && !status.contains("GTUBE"),
         "{got}"
     );
+}
+
+#[test]
+fn lint_warns_about_unauthenticated_sender_allow_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lists")).unwrap();
+    std::fs::write(
+        dir.path().join("lists/allow_sender_unauthenticated.txt"),
+        "legacy-partner.example\nold@vendor.example\n",
+    )
+    .unwrap();
+    // The config lives outside the rules directory, whose *.toml files are rule files.
+    let etc = tempfile::tempdir().unwrap();
+    let cfg = etc.path().join("moat.toml");
+    std::fs::write(&cfg, format!("[rules]\ndir = {:?}\n", dir.path())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .arg("lint")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning, not an error: {text}"
+    );
+    assert!(
+        text.contains("warning:")
+            && text.contains("allow_sender_unauthenticated.txt: 2 entries")
+            && text.contains("nobody authenticated"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_sender_allow_list_still_allows_at_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lists")).unwrap();
+    std::fs::write(
+        dir.path().join("lists/allow_sender_unauthenticated.txt"),
+        "legacy.example\n",
+    )
+    .unwrap();
+    let rules = dir.path().to_path_buf();
+    let sink = Sink::start().await;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .with(move |c| c.rules.dir = Some(rules))
+        .start()
+        .await;
+    let mut c = moat.client().await;
+    c.ehlo().await;
+    let gtube = crlf("From: a@legacy.example\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
+    let r = c
+        .send_message("a@legacy.example", &["b@rcpt.test"], &gtube)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
+    assert!(got.contains("ALLOWLIST_SENDER_UNAUTHENTICATED"), "{got}");
 }
