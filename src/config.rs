@@ -411,7 +411,7 @@ impl Default for VerdictConfig {
             delay_reject: false,
             reject_text: "Message rejected as spam (score {score})".into(),
             tempfail_text: "Message deferred, try again later (score {score})".into(),
-            stage_timeout: ConfigDuration::secs(20),
+            stage_timeout: ConfigDuration::secs(8),
         }
     }
 }

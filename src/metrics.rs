@@ -38,6 +38,8 @@ pub struct Metrics {
     pub shadow_would_refuse: IntCounterVec,
     /// Time per check, by `check`.
     pub check_duration: HistogramVec,
+    /// Stages whose time budget ran out before every check finished, by `stage`.
+    pub stage_budget_exhausted: IntCounterVec,
     /// Blocklist answers in 127.255.255.0/24 (the list refused the resolver), by `list`.
     pub dnsbl_blocked: IntCounterVec,
     /// Greylisting decisions by `result` (deferred, passed, known).
@@ -196,6 +198,13 @@ impl Metrics {
                 &["action"],
             ),
             check_duration,
+            stage_budget_exhausted: counter(
+                r,
+                "moat_stage_budget_exhausted_total",
+                "Stages whose time budget (verdict.stage_timeout) ran out before every check and \
+                 the authentication step finished, by stage",
+                &["stage"],
+            ),
             dnsbl_blocked: counter(
                 r,
                 "moat_dnsbl_blocked_total",

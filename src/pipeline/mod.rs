@@ -158,8 +158,12 @@ impl Pipeline {
     /// Runs a stage: first the authentication step that belongs to it (its facts go into
     /// `facts`), then the stage's checks.
     pub async fn run(&self, input: StageInput<'_>, facts: &mut AuthFacts) -> StageOutcome {
+        // One budget for the whole stage, authentication step and checks together: a dead
+        // resolver costs the stage its budget once, not a timeout per query or per step.
+        let until = tokio::time::Instant::now() + self.deadline;
+        let mut exhausted = false;
         if let Some(step) = &self.auth {
-            self.authenticate(step, &input, facts).await;
+            exhausted = !self.authenticate(step, &input, facts, until).await;
         }
         let ctx = Context {
             stage: input.stage,
@@ -169,26 +173,39 @@ impl Pipeline {
             auth: facts,
             score: input.score,
         };
-        self.run_checks(&ctx).await
+        let outcome = self.run_checks_until(&ctx, until).await;
+        if exhausted || !outcome.timed_out.is_empty() {
+            crate::metrics::METRICS
+                .stage_budget_exhausted
+                .with_label_values(&[input.stage.as_str()])
+                .inc();
+        }
+        outcome
     }
 
-    /// SPF at MAIL, DKIM/ARC/DMARC at DATA, under the stage deadline; a deadline miss is a
-    /// temperror, never a silent pass.
-    async fn authenticate(&self, step: &AuthStep, input: &StageInput<'_>, facts: &mut AuthFacts) {
+    /// SPF at MAIL, DKIM/ARC/DMARC at DATA, within the stage's budget; running out is a
+    /// temperror, never a silent pass. False when the budget ran out.
+    async fn authenticate(
+        &self,
+        step: &AuthStep,
+        input: &StageInput<'_>,
+        facts: &mut AuthFacts,
+        until: tokio::time::Instant,
+    ) -> bool {
         let env = input.envelope;
         match (input.stage, &input.message) {
             (Stage::Connect, _) if !env.client.ip().is_unspecified() => {
-                let checked = tokio::time::timeout(
-                    self.deadline,
-                    auth::check_iprev(&step.dns, env.client.ip()),
-                )
-                .await;
+                let checked =
+                    tokio::time::timeout_at(until, auth::check_iprev(&step.dns, env.client.ip()))
+                        .await;
+                let done = checked.is_ok();
                 facts.iprev = checked.ok();
+                done
             }
             (Stage::Mail, _) => {
                 let (Some(helo), Some(sender)) = (env.helo.as_deref(), env.sender.as_deref())
                 else {
-                    return;
+                    return true;
                 };
                 let spf_input = SpfInput {
                     ip: env.client.ip(),
@@ -197,8 +214,8 @@ impl Pipeline {
                     host: &step.host,
                 };
                 let checked =
-                    tokio::time::timeout(self.deadline, auth::check_spf(&step.dns, &spf_input))
-                        .await;
+                    tokio::time::timeout_at(until, auth::check_spf(&step.dns, &spf_input)).await;
+                let done = checked.is_ok();
                 facts.spf = Some(checked.unwrap_or_else(|_| {
                     tracing::warn!(
                         stage = "mail",
@@ -206,15 +223,17 @@ impl Pipeline {
                     );
                     auth::SpfFacts::temperror(&spf_input, "stage deadline exceeded")
                 }));
+                done
             }
             (Stage::Data, Some(m)) => {
                 // `moat check` without --client-ip has no client to name.
                 let client = Some(env.client.ip()).filter(|ip| !ip.is_unspecified());
-                let checked = tokio::time::timeout(
-                    self.deadline,
+                let checked = tokio::time::timeout_at(
+                    until,
                     auth::check_message(&step.dns, m.raw, facts, client, &step.authserv_id),
                 )
                 .await;
+                let done = checked.is_ok();
                 facts.message = Some(checked.unwrap_or_else(|_| {
                     tracing::warn!(
                         stage = "data",
@@ -226,14 +245,19 @@ impl Pipeline {
                         "stage deadline exceeded",
                     )
                 }));
+                done
             }
-            _ => {}
+            _ => true,
         }
     }
 
-    /// Runs the checks of `ctx.stage` concurrently. A check that misses the deadline adds
-    /// nothing: one dead DNS server must not hold a session for timeout x attempts.
-    pub async fn run_checks(&self, ctx: &Context<'_>) -> StageOutcome {
+    /// Runs the checks of `ctx.stage` concurrently until `until`. A check still running then
+    /// adds nothing: one dead DNS server must not hold a session for timeout x attempts.
+    async fn run_checks_until(
+        &self,
+        ctx: &Context<'_>,
+        until: tokio::time::Instant,
+    ) -> StageOutcome {
         let stage_checks: Vec<_> = self
             .checks
             .iter()
@@ -244,7 +268,7 @@ impl Pipeline {
         }
         let runs = stage_checks.iter().map(|check| async move {
             let started = std::time::Instant::now();
-            let result = tokio::time::timeout(self.deadline, check.run(ctx)).await;
+            let result = tokio::time::timeout_at(until, check.run(ctx)).await;
             crate::metrics::METRICS
                 .check_duration
                 .with_label_values(&[check.name()])

@@ -30,6 +30,7 @@ pub fn init_logging() {
 pub struct MoatBuilder {
     config: Config,
     dns_set: bool,
+    shipped_dns_timing: bool,
 }
 
 /// A moat running in this process.
@@ -62,6 +63,7 @@ impl Moat {
         MoatBuilder {
             config,
             dns_set: false,
+            shipped_dns_timing: false,
         }
     }
 
@@ -135,6 +137,13 @@ impl MoatBuilder {
         })
     }
 
+    /// Keeps the shipped DNS timeout, attempts and stage budget (the builder otherwise
+    /// shortens them so that failure tests run fast).
+    pub fn shipped_dns_timing(mut self) -> Self {
+        self.shipped_dns_timing = true;
+        self
+    }
+
     /// Adjusts the config.
     pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
@@ -151,8 +160,10 @@ impl MoatBuilder {
             self.config.dns.nameservers = vec![d.addr.to_string()];
             Some(d)
         };
-        self.config.dns.timeout = moat::config::ConfigDuration::secs(2);
-        self.config.dns.attempts = 1;
+        if !self.shipped_dns_timing {
+            self.config.dns.timeout = moat::config::ConfigDuration::secs(2);
+            self.config.dns.attempts = 1;
+        }
         self.config.validate().expect("test config is valid");
         let server = Server::start(&self.config).await.expect("moat starts");
         Moat {
