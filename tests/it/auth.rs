@@ -275,9 +275,33 @@ async fn arc_chain_from_a_trusted_sealer_overrides_dmarc_reject() {
         .find(|h| h.as_str().unwrap().starts_with("Authentication-Results:"))
         .unwrap();
     assert!(
-        ar.as_str().unwrap().contains("arc=pass") || a.client_ip.is_none(),
+        ar.as_str()
+            .unwrap()
+            .contains("arc=pass (i=1, sealed by list.test)"),
         "{ar}"
     );
+    // The same chain with the body changed after sealing: the chain fails, and a trusted
+    // sealer's failing chain forgives nothing.
+    let raw = std::fs::read_to_string(fixture("arc-list.eml")).unwrap();
+    let tampered = raw
+        .replace("\r\n", "\n")
+        .replace("The board meets on Friday.", "The board meets on Monday.");
+    assert_ne!(raw, tampered);
+    let mut a = args(dns.addr, temp_message(&dir, "tampered.eml", &tampered));
+    a.config = Some(dir.path().join("moat.toml"));
+    let (v, code) = check(&a).await;
+    assert_eq!(v["arc"]["result"], "fail", "{v}");
+    assert!(
+        v["arc"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("body hash")),
+        "{v}"
+    );
+    assert!(
+        !symbols(&v).contains(&"DMARC_ARC_OVERRIDE".to_string()),
+        "{v}"
+    );
+    assert_eq!((v["action"].as_str(), code), (Some("reject"), 1), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
