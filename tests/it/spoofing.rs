@@ -336,3 +336,35 @@ async fn an_unsigned_subject_above_the_signed_one_fails_the_signature() {
     let v = score(&dns, &forged).await;
     assert_ne!(v["dkim"][0]["result"], "pass", "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_display_name_showing_an_address_is_the_domain_dmarc_checks() {
+    let dns = TestDns::start_records(zone(), Vec::new()).await;
+    let case = Case {
+        id: "display name holding the victim's address",
+        helo: "attack.test",
+        mail_from: "any@attack.test",
+        header: "From: \"admin@legitimate.test\" <any@attack.test>\r\n",
+        dkim: Some(("attack.test", "selector")),
+    };
+    let checker = Checker::new(&check_args(dns.addr, &case))
+        .await
+        .expect("checker");
+    let report = checker
+        .check(&check_args(dns.addr, &case), &message(&case))
+        .await
+        .expect("check");
+    let v: Value = serde_json::from_str(&report.output).expect("json");
+    // SPF and DKIM pass for attack.test, the address in the field; a client that shows the
+    // name shows legitimate.test, so that is the domain DMARC checks, and it fails.
+    assert_eq!(v["spf"]["result"], "pass", "{v}");
+    assert_eq!(v["dkim"][0]["result"], "pass", "{v}");
+    assert_eq!(v["dmarc"]["domain"], "legitimate.test", "{v}");
+    assert_eq!(v["dmarc"]["result"], "fail", "{v}");
+    assert_eq!(v["action"], "reject", "{}: {v}", case.id);
+    let names: Vec<&str> = v["symbols"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"HDR_FROM_DISPLAY_ADDRESS"), "{v}");
+}
