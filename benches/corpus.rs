@@ -46,12 +46,15 @@ fn main() {
         .skip(1)
         .find(|a| !a.starts_with('-'))
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("MOAT_SHARED").map(|d| PathBuf::from(d).join("corpus")))
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    let corpus = if corpus.exists() {
-        corpus
-    } else {
-        PathBuf::from("/work/shared/corpus")
-    };
+    if !corpus.join("ham").is_dir() {
+        eprintln!(
+            "{}: no corpus there; pass its path or set MOAT_SHARED",
+            corpus.display()
+        );
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,8 +4,8 @@
 //! with `moat::cli::check::Checker` and its JSON report, and a test fails listing every wrong
 //! case by name.
 //!
-//! `.ci/run` runs these with `MOAT_CONFORMANCE_REQUIRED=1` and they fail there when the suite
-//! files are missing; elsewhere a missing suite prints why it was skipped.
+//! `.ci/run` runs these with `MOAT_SHARED_REQUIRED=1` and they fail there when the suite files
+//! are missing; elsewhere a missing suite prints why it was skipped.
 
 mod arc;
 mod spf;
@@ -15,31 +15,9 @@ use serde_yaml::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// The suite file `rel` under `../shared/conformance/`, or `None` (with a note) when this
-/// checkout has no `../shared` beside it and CI did not ask for the suites.
+/// The suite file `rel` under `shared/conformance/` (see `support::shared`).
 pub fn suite(rel: &str) -> Option<PathBuf> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut candidates = vec![
-        here.join("../shared/conformance"),
-        here.join("../../shared/conformance"),
-    ];
-    if let Some(dir) = std::env::var_os("MOAT_SHARED") {
-        candidates.insert(0, PathBuf::from(dir).join("conformance"));
-    }
-    if let Some(found) = candidates.iter().map(|d| d.join(rel)).find(|p| p.is_file()) {
-        return Some(found);
-    }
-    let required = std::env::var_os("MOAT_CONFORMANCE_REQUIRED").is_some();
-    assert!(
-        !required,
-        "conformance suite {rel} is missing: looked in {candidates:?} (set MOAT_SHARED to the \
-         shared folder)"
-    );
-    eprintln!(
-        "conformance suite {rel} not found beside this checkout ({candidates:?}): skipped; \
-         .ci/run runs it"
-    );
-    None
+    crate::support::shared(&format!("conformance/{rel}"))
 }
 
 /// Every YAML document of a suite file. The ARC suite names a few tests twice in one
