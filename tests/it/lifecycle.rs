@@ -186,8 +186,28 @@ async fn stop_binary(mut child: std::process::Child) -> std::process::Output {
 async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
     let sink = Sink::start().await;
     let dns = crate::support::dns::TestDns::fixtures(Vec::new()).await;
-    let config = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/moat.toml"));
-    let (child, mut c) = serve_binary(config, &sink, dns.addr, Some("info")).await;
+    // The shipped config as it is, except the metrics endpoint on a free port: a moat serve
+    // already running on this machine holds 127.0.0.1:9925.
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/moat.toml")).unwrap();
+    let metrics_default = "# listen = \"127.0.0.1:9925\"";
+    assert!(
+        shipped.contains(metrics_default),
+        "the shipped metrics line moved"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("moat.toml");
+    std::fs::write(
+        &config,
+        shipped
+            .replace(metrics_default, "listen = \"127.0.0.1:0\"")
+            .replace(
+                "dir = \"rules\"",
+                &format!("dir = {:?}", concat!(env!("CARGO_MANIFEST_DIR"), "/rules")),
+            ),
+    )
+    .unwrap();
+    let (child, mut c) = serve_binary(&config, &sink, dns.addr, Some("info")).await;
     assert_eq!(c.greeting.code, 220);
     c.ehlo().await;
     let r = c
