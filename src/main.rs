@@ -46,8 +46,8 @@ enum Commands {
     Check(moat::cli::check::CheckArgs),
     /// The messages kept by [quarantine]: list them, show one, or release one to the MTA.
     Quarantine {
-        /// Config file.
-        #[arg(long, short, default_value = "config/moat.toml")]
+        /// Config file (accepted before or after the action: `moat quarantine list --config F`).
+        #[arg(long, short, default_value = "config/moat.toml", global = true)]
         config: PathBuf,
         #[command(subcommand)]
         action: QuarantineAction,

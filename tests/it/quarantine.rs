@@ -176,6 +176,18 @@ async fn list_and_show_from_the_command_line() {
         out.contains(&id) && out.contains("<>") && out.contains("1 message(s)"),
         "{out}"
     );
+    // --config is taken after the action too, where users type it.
+    let after = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args([
+            "quarantine",
+            "list",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(after.status.code(), Some(0), "{after:?}");
+    assert_eq!(String::from_utf8_lossy(&after.stdout), out);
     let (code, out, _) = run(&["show", &id]);
     assert_eq!(code, Some(0));
     assert!(out.contains("\"GTUBE\"") && out.contains(GTUBE), "{out}");
