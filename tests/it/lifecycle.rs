@@ -370,3 +370,42 @@ async fn json_transaction_log_line() {
         assert!(timings.contains(stage), "{timings}");
     }
 }
+
+/// `config/moat.toml` promises that a commented `# key = value` line shows the real default:
+/// each one, uncommented on its own, must leave `Config::default()` unchanged. (Examples that
+/// are not defaults are written as `## e.g.` lines, which this does not read.)
+#[test]
+fn commented_values_in_the_shipped_config_are_the_defaults() {
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/moat.toml"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let label = std::path::Path::new("moat.toml");
+    let defaults = format!("{:?}", moat::config::Config::parse("", label).unwrap());
+    let mut section = String::new();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end();
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        let Some(setting) = line.strip_prefix("# ") else {
+            continue;
+        };
+        let is_key_value = setting
+            .split_once(" = ")
+            .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        if !is_key_value {
+            continue;
+        }
+        checked += 1;
+        let one = format!("{section}\n{setting}\n");
+        match moat::config::Config::parse(&one, label) {
+            Ok(c) if format!("{c:?}") == defaults => {}
+            Ok(_) => wrong.push(format!("line {}: {section} {setting}: not the default", n + 1)),
+            Err(e) => wrong.push(format!("line {}: {section} {setting}: {e}", n + 1)),
+        }
+    }
+    assert!(checked > 80, "only {checked} commented settings found");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
