@@ -105,8 +105,51 @@ impl SpfFacts {
     }
 }
 
+/// Checks both SPF identities concurrently, each until `until`: an identity still unfinished
+/// then is temperror, and one that finished keeps its result (a HELO name whose lookups hang
+/// must not turn the envelope sender's result into a temperror). The flag says whether any
+/// identity ran out of time.
+pub async fn check_spf_until(
+    dns: &Dns,
+    input: &SpfInput<'_>,
+    until: tokio::time::Instant,
+) -> (SpfFacts, bool) {
+    check_spf_within(dns, input, Some(until)).await
+}
+
 /// Checks both SPF identities concurrently.
 pub async fn check_spf(dns: &Dns, input: &SpfInput<'_>) -> SpfFacts {
+    check_spf_within(dns, input, None).await.0
+}
+
+/// One identity's check, cut off at `until` (temperror then; the flag says so).
+async fn bounded(
+    check: impl Future<Output = SpfCheck>,
+    until: Option<tokio::time::Instant>,
+    domain: String,
+) -> (SpfCheck, bool) {
+    let Some(until) = until else {
+        return (check.await, false);
+    };
+    match tokio::time::timeout_at(until, check).await {
+        Ok(c) => (c, false),
+        Err(_) => (
+            SpfCheck {
+                outcome: Outcome::TempError,
+                domain,
+                explanation: None,
+                detail: Some("stage deadline exceeded".into()),
+            },
+            true,
+        ),
+    }
+}
+
+async fn check_spf_within(
+    dns: &Dns,
+    input: &SpfInput<'_>,
+    until: Option<tokio::time::Instant>,
+) -> (SpfFacts, bool) {
     // RFC 7208 2.4: a null reverse-path is checked as postmaster@HELO.
     let sender = if input.sender.is_empty() {
         format!("postmaster@{}", input.helo)
@@ -114,16 +157,25 @@ pub async fn check_spf(dns: &Dns, input: &SpfInput<'_>) -> SpfFacts {
         input.sender.to_string()
     };
     let helo_identity = format!("postmaster@{}", input.helo);
-    let (mail_from, helo) = tokio::join!(
-        check_identity(dns, input.ip, &sender, input.helo, input.host),
-        check_identity(dns, input.ip, &helo_identity, input.helo, input.host),
+    let domain_of = |s: &str| s.rsplit_once('@').map(|(_, d)| d).unwrap_or(s).to_string();
+    let ((mail_from, late_mail), (helo, late_helo)) = tokio::join!(
+        bounded(
+            check_identity(dns, input.ip, &sender, input.helo, input.host),
+            until,
+            domain_of(&sender)
+        ),
+        bounded(
+            check_identity(dns, input.ip, &helo_identity, input.helo, input.host),
+            until,
+            input.helo.to_string()
+        ),
     );
     let mut output =
         SpfOutput::new(mail_from.domain.clone()).with_result(to_mail_auth(mail_from.outcome));
     if let Some(e) = &mail_from.explanation {
         output = output.with_explanation(e.clone());
     }
-    SpfFacts {
+    let facts = SpfFacts {
         mail_from,
         helo,
         output,
@@ -131,7 +183,8 @@ pub async fn check_spf(dns: &Dns, input: &SpfInput<'_>) -> SpfFacts {
         helo_name: input.helo.to_string(),
         sender: input.sender.to_string(),
         host: input.host.to_string(),
-    }
+    };
+    (facts, late_mail || late_helo)
 }
 
 fn to_mail_auth(outcome: Outcome) -> SpfResult {

@@ -277,6 +277,14 @@ impl Dns {
         let Some(qname) = query_name(name) else {
             return Answer::Failed(format!("{name:?} is not a name the DNS can be asked for"));
         };
+        // RFC 6761 6.4: names under .invalid never exist; resolver libraries answer them
+        // negatively at once instead of asking (so a test sender there costs no lookup, even
+        // on a machine without DNS).
+        let lower = name.trim_end_matches('.').to_ascii_lowercase();
+        if lower == "invalid" || lower.ends_with(".invalid") {
+            crate::dns_meter::record(zone, rtype.as_str(), "not_found", Instant::now());
+            return Answer::NxDomain;
+        }
         let wire = match rtype {
             RType::A => RecordType::A,
             RType::AAAA => RecordType::AAAA,

@@ -213,17 +213,16 @@ impl Pipeline {
                     sender,
                     host: &step.host,
                 };
-                let checked =
-                    tokio::time::timeout_at(until, auth::check_spf(&step.dns, &spf_input)).await;
-                let done = checked.is_ok();
-                facts.spf = Some(checked.unwrap_or_else(|_| {
+                let (checked, late) =
+                    auth::spf::check_spf_until(&step.dns, &spf_input, until).await;
+                if late {
                     tracing::warn!(
                         stage = "mail",
-                        "SPF missed the stage deadline; counted as temperror"
+                        "SPF missed the stage deadline; the unfinished identity counts as temperror"
                     );
-                    auth::SpfFacts::temperror(&spf_input, "stage deadline exceeded")
-                }));
-                done
+                }
+                facts.spf = Some(checked);
+                !late
             }
             (Stage::Data, Some(m)) => {
                 // `moat check` without --client-ip has no client to name.
