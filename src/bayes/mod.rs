@@ -135,8 +135,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads every counter of the model in `store`.
     pub async fn load(store: &Store) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::from_entries(store.scan("bayes:").await?))
+    }
+
+    fn from_entries(entries: Vec<(String, Vec<u8>)>) -> Snapshot {
         let mut snap = Snapshot::default();
-        for (key, value) in store.scan("bayes:").await? {
+        for (key, value) in entries {
             let n = counter(Some(&value));
             if key == TOTAL_SPAM {
                 snap.spam = n;
@@ -157,7 +161,7 @@ impl Snapshot {
                 }
             }
         }
-        Ok(snap)
+        snap
     }
 
     /// How many tokens it knows.
@@ -173,6 +177,9 @@ pub enum Model {
     Memory(Arc<RwLock<Arc<Snapshot>>>),
     /// Read from Redis per message.
     Store(Store),
+    /// Read from the embedded model file per message, opened read-only (`moat check`: no
+    /// whole-model load, and any number of readers beside `moat serve` and `moat learn`).
+    File(Arc<crate::store::ReadOnly>),
 }
 
 /// The counts a message's tokens have, with the totals.
@@ -203,6 +210,20 @@ impl Model {
         }))
     }
 
+    /// The model for one-off scoring (`moat check`): the embedded file read per message
+    /// instead of loaded whole, or what [`Model::open`] gives for Redis.
+    pub async fn open_for_check(config: &Config) -> Result<Option<Model>, BayesError> {
+        if !config.bayes.enabled {
+            return Ok(None);
+        }
+        match config.store.backend {
+            StoreBackend::Embedded if config.bayes.path.exists() => Ok(Some(Model::File(
+                Arc::new(crate::store::ReadOnly::open(&config.bayes.path)?),
+            ))),
+            _ => Model::open(config).await,
+        }
+    }
+
     /// The counts of `tokens`.
     pub async fn counts(&self, tokens: &[String]) -> Result<Counts, StoreError> {
         match self {
@@ -217,7 +238,7 @@ impl Model {
                         .collect(),
                 })
             }
-            Model::Store(store) => {
+            Model::Store(_) | Model::File(_) => {
                 let mut keys = Vec::with_capacity(tokens.len() * 2 + 2);
                 keys.push(TOTAL_SPAM.to_string());
                 keys.push(TOTAL_HAM.to_string());
@@ -226,7 +247,11 @@ impl Model {
                     keys.push(token_key(h, Class::Spam));
                     keys.push(token_key(h, Class::Ham));
                 }
-                let values = store.get_many(&keys).await?;
+                let values = match self {
+                    Model::File(file) => file.get_many(&keys)?,
+                    Model::Store(store) => store.get_many(&keys).await?,
+                    Model::Memory(_) => Vec::new(),
+                };
                 Ok(Counts {
                     spam: counter(values.first().and_then(Option::as_ref)),
                     ham: counter(values.get(1).and_then(Option::as_ref)),
@@ -290,13 +315,22 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Loads the embedded model file; a missing file is an empty model.
+/// Loads the embedded model file, read-only (no lock against other readers); a missing file
+/// is an empty model.
 async fn load_file(path: &Path) -> Result<Snapshot, StoreError> {
     if !path.exists() {
         return Ok(Snapshot::default());
     }
-    let store = Store::open(&embedded_config(path, Duration::from_secs(60))).await?;
-    Snapshot::load(&store).await
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file = crate::store::ReadOnly::open(&path)?;
+        Ok(Snapshot::from_entries(file.scan("bayes:")?))
+    })
+    .await
+    .map_err(|e| StoreError::Embedded {
+        path: String::new(),
+        message: e.to_string(),
+    })?
 }
 
 fn embedded_config(path: &Path, timeout: Duration) -> crate::config::StoreConfig {
@@ -308,15 +342,101 @@ fn embedded_config(path: &Path, timeout: Duration) -> crate::config::StoreConfig
     }
 }
 
-/// Opens the store `moat learn` writes the model to: the model file (embedded) or Redis.
-pub async fn open_for_learning(config: &Config) -> Result<Store, StoreError> {
+/// The store `moat learn` writes, and how its work is published.
+///
+/// With the embedded backend, learning writes a copy of the model (`<path>.learning`) and
+/// renames it over the model when done: readers (`moat check`, `moat serve`) open the model
+/// read-only and never meet a writer's lock, and a learner that fails leaves the model as it
+/// was. Learners take turns through `<path>.lock`.
+pub struct Learning {
+    /// Where to learn into.
+    pub store: Store,
+    publish: Option<Publish>,
+}
+
+struct Publish {
+    _lock: std::fs::File,
+    copy: PathBuf,
+    path: PathBuf,
+}
+
+impl Learning {
+    /// Publishes what was learned (`changed`), or leaves the model untouched.
+    pub async fn finish(self, changed: bool) -> Result<(), StoreError> {
+        let Some(p) = self.publish else {
+            return Ok(());
+        };
+        self.store.close(&p.copy).await?;
+        let io = |e: std::io::Error| StoreError::Embedded {
+            path: p.path.display().to_string(),
+            message: e.to_string(),
+        };
+        if changed {
+            std::fs::rename(&p.copy, &p.path).map_err(io)?;
+        } else {
+            std::fs::remove_file(&p.copy).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Opens the store `moat learn` writes the model to: a copy of the model file (embedded) or
+/// Redis.
+pub async fn open_for_learning(config: &Config) -> Result<Learning, StoreError> {
     let timeout = Duration::from_secs(120);
     match config.store.backend {
-        StoreBackend::Embedded => Store::open(&embedded_config(&config.bayes.path, timeout)).await,
+        StoreBackend::Embedded => {
+            let path = config.bayes.path.clone();
+            let io = |e: std::io::Error| StoreError::Embedded {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let lock_path = sibling(&path, ".lock");
+            let lock = tokio::task::spawn_blocking(move || {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)?;
+                // Another `moat learn` on the same model: wait for it to finish.
+                f.lock()?;
+                Ok::<_, std::io::Error>(f)
+            })
+            .await
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?
+            .map_err(io)?;
+            let copy = sibling(&path, ".learning");
+            if path.exists() {
+                std::fs::copy(&path, &copy).map_err(io)?;
+            } else if copy.exists() {
+                std::fs::remove_file(&copy).map_err(io)?;
+            }
+            let store = Store::open(&embedded_config(&copy, timeout)).await?;
+            Ok(Learning {
+                store,
+                publish: Some(Publish {
+                    _lock: lock,
+                    copy,
+                    path,
+                }),
+            })
+        }
         StoreBackend::Redis => {
             let mut c = config.store.clone();
             c.timeout = crate::config::ConfigDuration(timeout);
-            Store::open(&c).await
+            Ok(Learning {
+                store: Store::open(&c).await?,
+                publish: None,
+            })
         }
     }
 }

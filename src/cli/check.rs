@@ -160,7 +160,7 @@ impl Checker {
         let config = load_config(args)?;
         let hostname = config.hostname();
         let state = crate::server::State {
-            model: crate::bayes::Model::open(&config).await?,
+            model: crate::bayes::Model::open_for_check(&config).await?,
             ..Default::default()
         };
         let pipeline = crate::server::build_pipeline(&config, &hostname, &state)?;

@@ -57,9 +57,11 @@ pub async fn run_with(config: &Config, args: &LearnArgs) -> anyhow::Result<Strin
         StoreBackend::Embedded => config.bayes.path.display().to_string(),
         StoreBackend::Redis => format!("redis {}", config.store.url),
     };
-    let store = bayes::open_for_learning(config)
+    let learning = bayes::open_for_learning(config)
         .await
         .with_context(|| format!("opening the model ({where_})"))?;
+    let store = &learning.store;
+    let mut changed = false;
     let mut out = String::new();
     if !args.ham.is_empty() || !args.spam.is_empty() {
         let split = args.split.map(|s| (s, args.test_percent));
@@ -81,9 +83,10 @@ pub async fn run_with(config: &Config, args: &LearnArgs) -> anyhow::Result<Strin
             for chunk in list.chunks(BATCH) {
                 let (batch, bad) = samples(chunk, &progress);
                 unreadable += bad;
-                total += bayes::learn(&store, &batch, class, args.forget, config.bayes.token_ttl.0)
+                total += bayes::learn(store, &batch, class, args.forget, config.bayes.token_ttl.0)
                     .await
                     .with_context(|| format!("writing the model ({where_})"))?;
+                changed = true;
             }
             progress.finish();
         }
@@ -99,9 +102,13 @@ pub async fn run_with(config: &Config, args: &LearnArgs) -> anyhow::Result<Strin
             total.unknown,
         ));
     }
-    let s = bayes::stats(&store)
+    let s = bayes::stats(store)
         .await
         .with_context(|| format!("reading the model ({where_})"))?;
+    learning
+        .finish(changed)
+        .await
+        .with_context(|| format!("saving the model ({where_})"))?;
     out.push_str(&format!(
         "model {where_}: {} spam, {} ham, {} tokens; scoring needs {} spam and {} ham{}\n",
         s.spam,

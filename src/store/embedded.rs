@@ -6,7 +6,9 @@
 //! would cost milliseconds on every message.
 
 use super::{parse_counter, unix_millis, StoreError};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -233,6 +235,118 @@ impl Embedded {
             Ok(out)
         })
         .await
+    }
+}
+
+/// A database file opened read-only: any number of processes may read it at once (the
+/// classifier's model, read by `moat check` and `moat serve`), and opening it takes no write
+/// lock. A file a writer holds open cannot be opened this way; `moat learn` therefore writes a
+/// copy and renames it into place.
+pub struct ReadOnly {
+    db: ReadOnlyDatabase,
+    path: String,
+}
+
+impl std::fmt::Debug for ReadOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadOnly({})", self.path)
+    }
+}
+
+impl ReadOnly {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> Result<ReadOnly, StoreError> {
+        let label = path.display().to_string();
+        let db = ReadOnlyDatabase::open(path).map_err(|e| StoreError::Embedded {
+            path: label.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(ReadOnly { db, path: label })
+    }
+
+    fn err(&self, message: String) -> StoreError {
+        StoreError::Embedded {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    /// The live values of `keys` (absent, expired or in a file without the table: `None`).
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e.to_string()))?;
+        let table = match tx.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(e) => return Err(self.err(e.to_string())),
+        };
+        let now = unix_millis();
+        keys.iter()
+            .map(|k| {
+                let v = table.get(k.as_str()).map_err(|e| self.err(e.to_string()))?;
+                Ok(v.and_then(|v| live(v.value(), now).map(<[u8]>::to_vec)))
+            })
+            .collect()
+    }
+
+    /// Every live entry whose key starts with `prefix`.
+    pub fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e.to_string()))?;
+        let table = match tx.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e.to_string())),
+        };
+        let now = unix_millis();
+        let mut out = Vec::new();
+        for entry in table.range(prefix..).map_err(|e| self.err(e.to_string()))? {
+            let (k, v) = entry.map_err(|e| self.err(e.to_string()))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            if let Some(v) = live(v.value(), now) {
+                out.push((k.value().to_string(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Embedded {
+    /// Makes every write durable now and closes the file, waiting (up to 5 s) until no
+    /// background sync holds it any more, so that it can be renamed and opened read-only.
+    pub async fn close(self, path: &Path) -> Result<(), StoreError> {
+        let inner = self.inner;
+        let synced = tokio::task::spawn_blocking({
+            let inner = inner.clone();
+            move || inner.sync(false)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        drop(inner);
+        if let Err(message) = synced {
+            return Err(StoreError::Embedded {
+                path: path.display().to_string(),
+                message,
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match ReadOnlyDatabase::open(path) {
+                Ok(_) => return Ok(()),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Embedded {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
     }
 }
 

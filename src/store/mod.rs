@@ -8,6 +8,8 @@
 mod embedded;
 mod redis;
 
+pub use embedded::ReadOnly;
+
 use crate::config::{StoreBackend, StoreConfig};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +51,15 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// Closes the store; an embedded file is made durable and released (see
+    /// `embedded::Embedded::close`), so that it can be renamed and read by others.
+    pub async fn close(self, path: &std::path::Path) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(e) => e.close(path).await,
+            Store::Redis(_) => Ok(()),
+        }
+    }
+
     /// Opens the configured backend (Redis connects lazily, so a Redis that is down at start
     /// makes operations fail, not start-up).
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {

@@ -340,3 +340,81 @@ async fn redis_model_is_shared_between_learning_and_scoring() {
         spam_status(&sink)
     );
 }
+
+/// `moat check` reads an embedded model read-only, per message: checks run beside each other
+/// and beside a `moat learn` that is writing the same model, none fails on the file's lock,
+/// and the learner's work lands in the model when it finishes.
+#[test]
+fn checks_and_learning_share_an_embedded_model_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), "");
+    let (ham, spam) = small_corpus(&dir.path().join("first"), 30);
+    let moat = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_moat"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let learn = |ham: &Path, spam: &Path| {
+        moat(&[
+            "learn".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--ham".as_ref(),
+            ham.as_os_str(),
+            "--spam".as_ref(),
+            spam.as_os_str(),
+        ])
+    };
+    let status = learn(&ham, &spam).wait().expect("learn");
+    assert!(status.success(), "first learn");
+    let message = dir.path().join("m.eml");
+    std::fs::write(
+        &message,
+        crlf("From: a@example.test\nSubject: minutes\n\nThe minutes are attached.\n"),
+    )
+    .expect("message");
+    // A second learner and two more (waiting for the first) beside eight checks.
+    let (ham2, spam2) = small_corpus(&dir.path().join("second"), 200);
+    let learners: Vec<_> = (0..3).map(|_| learn(&ham2, &spam2)).collect();
+    let checks: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_moat"))
+                .args(["check", "--json", "--config"])
+                .arg(&config)
+                .arg(&message)
+                .output()
+        })
+        .collect();
+    for out in checks {
+        let out = out.expect("check runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "check failed: {err}"
+        );
+        assert!(!err.contains("lock"), "{err}");
+    }
+    for mut l in learners {
+        assert!(
+            l.wait().expect("learn").success(),
+            "a concurrent learn failed"
+        );
+    }
+    let stats = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["learn", "--stats", "--config"])
+        .arg(&config)
+        .output()
+        .expect("stats");
+    let text = String::from_utf8_lossy(&stats.stdout);
+    // The second corpus repeats the first one's 30 messages (same Message-IDs): 200 of each.
+    assert!(
+        text.contains("200 spam, 200 ham"),
+        "every learner's work landed: {text}"
+    );
+    assert!(
+        !dir.path().join("bayes.redb.learning").exists(),
+        "no copy left behind"
+    );
+}
