@@ -441,15 +441,8 @@ impl<'a> Evaluation<'a> {
                 domain: spec,
                 v4,
                 v6,
-            } => {
-                let target = self.optional_target(domain, spec.as_ref()).await;
-                if !queryable(&target) {
-                    return Matched::No;
-                }
-                let answer = self.dns.addresses(ZONE, &target, self.ip).await;
-                self.address_match(answer, *v4, *v6)
             }
-            Mechanism::Mx {
+            | Mechanism::Mx {
                 domain: spec,
                 v4,
                 v6,
@@ -457,6 +450,10 @@ impl<'a> Evaluation<'a> {
                 let target = self.optional_target(domain, spec.as_ref()).await;
                 if !queryable(&target) {
                     return Matched::No;
+                }
+                if matches!(mechanism, Mechanism::A { .. }) {
+                    let answer = self.dns.addresses(ZONE, &target, self.ip).await;
+                    return self.address_match(answer, *v4, *v6);
                 }
                 let exchanges = match self.dns.mx(ZONE, &target).await {
                     Answer::Records(r) => r,

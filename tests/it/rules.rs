@@ -157,16 +157,23 @@ fn lint_reports_every_problem_with_file_and_line() {
 fn meta_cycles_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("10-c.toml"), "[rule.A]\nkind=\"meta\"\nexpr=\"B\"\nscore=1.0\n[rule.B]\nkind=\"meta\"\nexpr=\"A\"\nscore=1.0\n").unwrap();
-    let cfg = dir.path().join("moat.toml");
-    std::fs::write(&cfg, format!("[rules]\ndir = {:?}\n", dir.path())).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_moat"))
+    let out = lint_rules_dir(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("meta rules form a cycle: A -> B -> A"));
+}
+
+/// `moat lint` with a config (kept outside it: its *.toml files are rule files) whose
+/// `rules.dir` is `dir`.
+fn lint_rules_dir(dir: &Path) -> std::process::Output {
+    let etc = tempfile::tempdir().unwrap();
+    let cfg = etc.path().join("moat.toml");
+    std::fs::write(&cfg, format!("[rules]\ndir = {dir:?}\n")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_moat"))
         .arg("lint")
         .arg("--config")
         .arg(&cfg)
         .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("meta rules form a cycle: A -> B -> A"));
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,16 +258,7 @@ fn lint_warns_about_unauthenticated_sender_allow_entries() {
         "legacy-partner.example\nold@vendor.example\n",
     )
     .unwrap();
-    // The config lives outside the rules directory, whose *.toml files are rule files.
-    let etc = tempfile::tempdir().unwrap();
-    let cfg = etc.path().join("moat.toml");
-    std::fs::write(&cfg, format!("[rules]\ndir = {:?}\n", dir.path())).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_moat"))
-        .arg("lint")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = lint_rules_dir(dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),

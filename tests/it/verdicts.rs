@@ -204,18 +204,21 @@ async fn a_resolver_that_never_answers_costs_each_stage_one_budget() {
     // speed measurement: one query alone would cost dns.timeout x (attempts + 1) = 15 s.
     assert!(shipped.verdict.stage_timeout.0 < Duration::from_secs(10));
     let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .dns(silent.addr)
-        .shipped_dns_timing()
-        .with(move |c| {
-            c.dns.timeout = timeout;
-            c.dns.attempts = attempts;
-            c.verdict.stage_timeout = budget;
-            c.auth = shipped.auth.clone();
-        })
-        .start()
-        .await;
+    // The shipped DNS timing and stage budget, in front of a resolver that never answers.
+    let start = |auth: moat::config::AuthConfig| {
+        Moat::builder()
+            .upstream(&sink)
+            .dns(silent.addr)
+            .shipped_dns_timing()
+            .with(move |c| {
+                c.dns.timeout = timeout;
+                c.dns.attempts = attempts;
+                c.verdict.stage_timeout = budget;
+                c.auth = auth;
+            })
+            .start()
+    };
+    let moat = start(shipped.auth.clone()).await;
     let mut c = moat.client().await;
     c.cmd("EHLO mx.example.test").await;
     let before = budget_exhausted("mail");
@@ -232,18 +235,11 @@ async fn a_resolver_that_never_answers_costs_each_stage_one_budget() {
         "the exhausted budget is counted"
     );
     // End of data, with SPF scored instead of deferred so the message gets that far.
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .dns(silent.addr)
-        .shipped_dns_timing()
-        .with(move |c| {
-            c.dns.timeout = timeout;
-            c.dns.attempts = attempts;
-            c.verdict.stage_timeout = budget;
-            c.auth.dns_failure = moat::config::DnsFailure::Score;
-        })
-        .start()
-        .await;
+    let moat = start(moat::config::AuthConfig {
+        dns_failure: moat::config::DnsFailure::Score,
+        ..shipped.auth.clone()
+    })
+    .await;
     let mut c = moat.client().await;
     c.cmd("EHLO mx.example.test").await;
     assert_eq!(c.cmd("MAIL FROM:<x@example.test>").await.code, 250);
