@@ -54,11 +54,10 @@ struct Set<'a> {
     results: Field<'a>,
 }
 
-/// Validates the message's ARC chain (`message` is the whole message, CRLF line ends).
-pub async fn check_arc(dns: &Dns, message: &[u8]) -> ArcCheck {
-    let (fields, body_start) = signature::fields(message);
-    let body = &message[body_start.min(message.len())..];
-    let sets = match chain(&fields) {
+/// Validates the ARC chain among `fields` (the message's header, see `signature::fields`)
+/// over `body`.
+pub async fn check_arc(dns: &Dns, fields: &[Field<'_>], body: &[u8]) -> ArcCheck {
+    let sets = match chain(fields) {
         Ok(None) => return ArcCheck::result(Outcome::None, 0, None, None),
         Ok(Some(sets)) => sets,
         Err(why) => return ArcCheck::result(Outcome::Fail, 0, None, Some(why)),
@@ -74,7 +73,7 @@ pub async fn check_arc(dns: &Dns, message: &[u8]) -> ArcCheck {
         return ArcCheck::result(Outcome::None, 0, None, None);
     };
     // RFC 8617 5.2 step 3: only the newest message signature must verify.
-    match verify_message_signature(dns, &fields, body, newest).await {
+    match verify_message_signature(dns, fields, body, newest).await {
         Ok(()) => {}
         Err(KeyError::Temporary(e)) => return temp(e),
         Err(KeyError::Permanent(e)) => return fail(format!("ARC-Message-Signature i={n}: {e}")),

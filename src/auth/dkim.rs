@@ -49,11 +49,14 @@ pub struct DkimCheck {
     pub detail: Option<String>,
 }
 
-/// Verifies every DKIM-Signature of `message` (whole message, CRLF line ends), in order.
-pub async fn check_dkim(dns: &Dns, message: &[u8]) -> Vec<DkimCheck> {
-    let (fields, body_start) = signature::fields(message);
-    let body = &message[body_start.min(message.len())..];
+/// Verifies every DKIM-Signature among `fields` (the message's header, see
+/// `signature::fields`) over `body`, in order.
+pub async fn check_dkim(dns: &Dns, fields: &[Field<'_>], body: &[u8]) -> Vec<DkimCheck> {
     let mut out = Vec::new();
+    let mut hashes = BodyHashes {
+        body,
+        done: Vec::new(),
+    };
     let signatures = fields
         .iter()
         .filter(|f| f.name.eq_ignore_ascii_case("DKIM-Signature"));
@@ -85,7 +88,7 @@ pub async fn check_dkim(dns: &Dns, message: &[u8]) -> Vec<DkimCheck> {
                 "more signatures than moat verifies".into(),
             ))
         } else {
-            verify(dns, &fields, body, field).await
+            verify(dns, fields, &mut hashes, field).await
         };
         if let Err((outcome, why)) = result {
             check.outcome = outcome;
@@ -107,7 +110,34 @@ fn fail(why: impl Into<String>) -> (Outcome, String) {
 }
 
 /// RFC 6376 6.1: one signature, from its tags to the crypto.
-async fn verify(dns: &Dns, fields: &[Field<'_>], body: &[u8], field: &Field<'_>) -> Verdict {
+/// The body hashes computed so far: signatures of one message often share canonicalization
+/// and `l=`, and the body need not be canonicalized again for each.
+struct BodyHashes<'a> {
+    body: &'a [u8],
+    done: Vec<(HashKey, (Vec<u8>, usize))>,
+}
+
+/// Body canonicalization and `l=`: what a body hash depends on.
+type HashKey = (signature::Canon, Option<usize>);
+
+impl BodyHashes<'_> {
+    /// The hash and the canonical body's length for `canon` and `limit`.
+    fn get(&mut self, canon: signature::Canon, limit: Option<usize>) -> (Vec<u8>, usize) {
+        if let Some((_, h)) = self.done.iter().find(|(k, _)| *k == (canon, limit)) {
+            return h.clone();
+        }
+        let h = signature::body_hash(self.body, canon, limit);
+        self.done.push(((canon, limit), h.clone()));
+        h
+    }
+}
+
+async fn verify(
+    dns: &Dns,
+    fields: &[Field<'_>],
+    hashes: &mut BodyHashes<'_>,
+    field: &Field<'_>,
+) -> Verdict {
     let tags = signature::tag_list(field.value).map_err(perm)?;
     let parsed = Parsed::from_tags(&tags)?;
     // RFC 6376 8.15: a covered field with more instances than the signature signs has an
@@ -132,7 +162,7 @@ async fn verify(dns: &Dns, fields: &[Field<'_>], body: &[u8], field: &Field<'_>)
             )));
         }
     }
-    let (hash, canonical_len) = signature::body_hash(body, parsed.body_canon, parsed.l);
+    let (hash, canonical_len) = hashes.get(parsed.body_canon, parsed.l);
     if let Some(l) = parsed.l {
         if l > canonical_len {
             return Err(fail(format!(

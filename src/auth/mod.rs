@@ -136,8 +136,14 @@ pub async fn check_message(
     client: Option<IpAddr>,
     authserv_id: &str,
 ) -> MessageAuth {
-    let author = author_of(raw);
-    let (dkim, arc) = tokio::join!(check_dkim(dns, raw), check_arc(dns, raw));
+    // The header is split into fields once, for the author, DKIM and ARC alike.
+    let (fields, body_start) = signature::fields(raw);
+    let body = &raw[body_start.min(raw.len())..];
+    let author = from::author(&fields);
+    let (dkim, arc) = tokio::join!(
+        check_dkim(dns, &fields, body),
+        check_arc(dns, &fields, body)
+    );
     let spf = facts
         .spf
         .as_ref()

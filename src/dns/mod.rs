@@ -158,38 +158,18 @@ impl Dns {
     }
 
     /// The A records of `name` (a DNSBL query). NXDOMAIN and empty answers are `NotFound`.
+    /// Not metered here: the blocklist check labels its lookups with the list's zone.
     pub async fn a_records(&self, name: &str) -> Lookup {
-        let fqdn = if name.ends_with('.') {
-            name.to_string()
-        } else {
-            format!("{name}.")
-        };
         let answer = self
-            .authenticator
-            .resolver()
-            .ipv4_lookup(fqdn.as_str())
+            .answer(name, RType::A, |d| match d {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
             .await;
-        if crate::dns_record::recording() {
-            crate::dns_record::note(journal_entry(name, &answer));
-        }
         match answer {
-            Ok(lookup) => {
-                let addrs: Vec<Ipv4Addr> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::A(a) => Some(a.0),
-                        _ => None,
-                    })
-                    .collect();
-                if addrs.is_empty() {
-                    Lookup::NotFound
-                } else {
-                    Lookup::Found(addrs)
-                }
-            }
-            Err(e) if e.is_no_records_found() => Lookup::NotFound,
-            Err(e) => Lookup::Failed(e.to_string()),
+            Answer::Records(addrs) => Lookup::Found(addrs),
+            Answer::NxDomain | Answer::NoData => Lookup::NotFound,
+            Answer::Failed(e) => Lookup::Failed(e),
         }
     }
 
@@ -266,10 +246,28 @@ impl Dns {
         .await
     }
 
-    /// One lookup: metered, noted in the session's journal, expected conditions as values.
+    /// One lookup, metered under `zone` (see [`Dns::answer`]).
     async fn typed<T>(
         &self,
         zone: &'static str,
+        name: &str,
+        rtype: RType,
+        pick: impl Fn(&RData) -> Option<T>,
+    ) -> Answer<T> {
+        let started = Instant::now();
+        let out = self.answer(name, rtype, pick).await;
+        let result = match &out {
+            Answer::Records(_) => "found",
+            Answer::NxDomain | Answer::NoData => "not_found",
+            Answer::Failed(_) => "failed",
+        };
+        crate::dns_meter::record(zone, rtype.as_str(), result, started);
+        out
+    }
+
+    /// One lookup, noted in the session's journal, expected conditions as values (unmetered).
+    async fn answer<T>(
+        &self,
         name: &str,
         rtype: RType,
         pick: impl Fn(&RData) -> Option<T>,
@@ -282,7 +280,6 @@ impl Dns {
         // on a machine without DNS).
         let lower = name.trim_end_matches('.').to_ascii_lowercase();
         if lower == "invalid" || lower.ends_with(".invalid") {
-            crate::dns_meter::record(zone, rtype.as_str(), "not_found", Instant::now());
             return Answer::NxDomain;
         }
         let wire = match rtype {
@@ -292,7 +289,6 @@ impl Dns {
             RType::TXT => RecordType::TXT,
             RType::PTR => RecordType::PTR,
         };
-        let started = Instant::now();
         let answer = self.authenticator.resolver().lookup(qname, wire).await;
         let (out, journal) = match answer {
             Ok(lookup) => {
@@ -336,12 +332,6 @@ impl Dns {
                 },
             ),
         };
-        let result = match &out {
-            Answer::Records(_) => "found",
-            Answer::NxDomain | Answer::NoData => "not_found",
-            Answer::Failed(_) => "failed",
-        };
-        crate::dns_meter::record(zone, rtype.as_str(), result, started);
         if crate::dns_record::recording() {
             crate::dns_record::note(journal);
         }
@@ -389,38 +379,5 @@ fn present(data: &RData) -> String {
         ),
         RData::PTR(p) => p.0.to_ascii().trim_end_matches('.').to_string(),
         other => other.to_string(),
-    }
-}
-
-/// A blocklist answer as a verdict record keeps it.
-fn journal_entry(
-    name: &str,
-    answer: &Result<hickory_resolver::lookup::Lookup, hickory_resolver::net::NetError>,
-) -> crate::dns_record::DnsAnswer {
-    use crate::dns_record::{ttl_until, DnsAnswer, DnsResult, RType};
-    match answer {
-        Ok(lookup) => DnsAnswer::found(
-            name,
-            RType::A,
-            lookup
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect(),
-            ttl_until(lookup.valid_until()),
-        ),
-        Err(e) if e.is_nx_domain() => {
-            DnsAnswer::without_records(name, RType::A, DnsResult::Nxdomain, 0)
-        }
-        Err(e) if e.is_no_records_found() => {
-            DnsAnswer::without_records(name, RType::A, DnsResult::Nodata, 0)
-        }
-        Err(e) => DnsAnswer {
-            error: Some(e.to_string()),
-            ..DnsAnswer::without_records(name, RType::A, DnsResult::Failed, 0)
-        },
     }
 }
