@@ -13,7 +13,7 @@ mod dns;
 
 use moat::auth::AuthFacts;
 use moat::config::Config;
-use moat::envelope::Envelope;
+use moat::pipeline::envelope::Envelope;
 use moat::pipeline::{Action, MessageInput, ScoreCard, Stage, StageInput};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -65,7 +65,7 @@ fn main() {
     config.dns.nameservers = vec![server.addr.to_string()];
     config.auth.dns_failure = moat::config::DnsFailure::Score;
     let pipeline =
-        moat::server::build_pipeline(&config, "bench.moat", &moat::server::State::default())
+        moat::app::build_pipeline(&config, "bench.moat", &moat::app::State::default())
             .expect("pipeline");
     let unspecified: SocketAddr = "0.0.0.0:0".parse().expect("addr");
     let envelope = Envelope::new(unspecified, unspecified);

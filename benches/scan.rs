@@ -12,7 +12,7 @@
 
 use moat::auth::AuthFacts;
 use moat::config::Config;
-use moat::envelope::Envelope;
+use moat::pipeline::envelope::Envelope;
 use moat::pipeline::{MessageInput, Stage, StageInput};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -97,7 +97,7 @@ fn main() {
     config.dns.nameservers = vec!["127.0.0.1:9".into()];
     let built = moat::rules::RuleSet::load(Some(&rules)).expect("rules");
     let pipeline = Arc::new(
-        moat::server::build_pipeline(&config, "bench.moat", &moat::server::State::default())
+        moat::app::build_pipeline(&config, "bench.moat", &moat::app::State::default())
             .expect("pipeline"),
     );
     let _ = std::fs::remove_dir_all(&rules);

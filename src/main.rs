@@ -251,8 +251,8 @@ fn serve(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("moat: {e:#}");
-            match e.downcast_ref::<moat::server::StartError>() {
-                Some(moat::server::StartError::Bind(_)) => ExitCode::from(1),
+            match e.downcast_ref::<moat::app::StartError>() {
+                Some(moat::app::StartError::Bind(_)) => ExitCode::from(1),
                 Some(_) => ExitCode::from(2),
                 None => ExitCode::from(1),
             }
@@ -261,7 +261,7 @@ fn serve(
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let server = moat::server::Server::start(&config)
+    let server = moat::app::Server::start(&config)
         .await
         .context("start-up failed")?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

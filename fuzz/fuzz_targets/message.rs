@@ -2,7 +2,7 @@
 //! tokenizer (the offline pipeline of `moat eval`): never a panic, whatever the bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use moat::envelope::Envelope;
+use moat::pipeline::envelope::Envelope;
 use moat::pipeline::{MessageInput, Pipeline, Stage, StageInput};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -15,7 +15,7 @@ fn pipeline() -> &'static (Pipeline, tokio::runtime::Runtime) {
         let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
         let mut config = config;
         config.rules.dir = Some(rules);
-        let p = moat::server::build_offline_pipeline(&config, None).expect("pipeline");
+        let p = moat::app::build_offline_pipeline(&config, None).expect("pipeline");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

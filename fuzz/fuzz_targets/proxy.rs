@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((Some(_), used)) = moat::proxy_protocol::parse(data) {
+    if let Ok((Some(_), used)) = moat::listener::proxy_protocol::parse(data) {
         assert!(used <= data.len());
     }
 });

@@ -20,7 +20,7 @@ struct World {
     moat: SocketAddr,
     /// Messages the sink accepted, with their queue ids, since the start.
     accepted: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-    _server: moat::server::Server,
+    _server: moat::app::Server,
 }
 
 fn world() -> &'static World {
@@ -76,7 +76,7 @@ fn world() -> &'static World {
             config.dns.nameservers = vec![dns_addr.to_string()];
             config.rules.dir =
                 Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules"));
-            let server = moat::server::Server::start(&config).await.expect("moat starts");
+            let server = moat::app::Server::start(&config).await.expect("moat starts");
             (server.local_addrs()[0], server)
         });
         World {

@@ -18,7 +18,7 @@ const ZONE: &str = "arc";
 
 /// The ARC chain validation.
 #[derive(Debug, Clone)]
-pub struct ArcCheck {
+pub struct ArcResult {
     /// The result: pass, fail, none, or temperror when a key could not be fetched.
     pub outcome: Outcome,
     /// `d=` of the newest ARC-Seal, the last hop that vouched for the message.
@@ -29,14 +29,14 @@ pub struct ArcCheck {
     pub detail: Option<String>,
 }
 
-impl ArcCheck {
+impl ArcResult {
     fn result(
         outcome: Outcome,
         sets: usize,
         sealer: Option<String>,
         detail: Option<String>,
     ) -> Self {
-        ArcCheck {
+        ArcResult {
             outcome,
             last_sealer: sealer,
             sets,
@@ -56,21 +56,21 @@ struct Set<'a> {
 
 /// Validates the ARC chain among `fields` (the message's header, see `signature::fields`)
 /// over `body`.
-pub async fn check_arc(dns: &Dns, fields: &[Field<'_>], body: &[u8]) -> ArcCheck {
+pub async fn check_arc(dns: &Dns, fields: &[Field<'_>], body: &[u8]) -> ArcResult {
     let sets = match chain(fields) {
-        Ok(None) => return ArcCheck::result(Outcome::None, 0, None, None),
+        Ok(None) => return ArcResult::result(Outcome::None, 0, None, None),
         Ok(Some(sets)) => sets,
-        Err(why) => return ArcCheck::result(Outcome::Fail, 0, None, Some(why)),
+        Err(why) => return ArcResult::result(Outcome::Fail, 0, None, Some(why)),
     };
     let n = sets.len();
     let sealer = sets
         .last()
         .and_then(|s| s.seal_tags.get("d"))
         .map(str::to_string);
-    let fail = |why: String| ArcCheck::result(Outcome::Fail, n, sealer.clone(), Some(why));
-    let temp = |why: String| ArcCheck::result(Outcome::TempError, n, sealer.clone(), Some(why));
+    let fail = |why: String| ArcResult::result(Outcome::Fail, n, sealer.clone(), Some(why));
+    let temp = |why: String| ArcResult::result(Outcome::TempError, n, sealer.clone(), Some(why));
     let Some(newest) = sets.last() else {
-        return ArcCheck::result(Outcome::None, 0, None, None);
+        return ArcResult::result(Outcome::None, 0, None, None);
     };
     // RFC 8617 5.2 step 3: only the newest message signature must verify.
     match verify_message_signature(dns, fields, body, newest).await {
@@ -86,7 +86,7 @@ pub async fn check_arc(dns: &Dns, fields: &[Field<'_>], body: &[u8]) -> ArcCheck
             Err(KeyError::Permanent(e)) => return fail(format!("ARC-Seal i={}: {e}", i + 1)),
         }
     }
-    ArcCheck::result(Outcome::Pass, n, sealer, None)
+    ArcResult::result(Outcome::Pass, n, sealer, None)
 }
 
 /// The ARC sets in instance order; `None` when the message has no ARC field at all. Any

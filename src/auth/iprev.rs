@@ -3,7 +3,7 @@
 
 use super::Outcome;
 use crate::dns::Dns;
-use crate::dns_meter::LookupMeter;
+use crate::dns::meter::LookupMeter;
 use mail_auth::{IprevOutput, IprevResult, Parameters};
 use std::net::IpAddr;
 

@@ -16,7 +16,7 @@ pub mod iprev;
 pub mod signature;
 pub mod spf;
 
-pub use arc::{check_arc, ArcCheck};
+pub use arc::{check_arc, ArcResult};
 pub use dkim::{check_dkim, DkimCheck};
 pub use dmarc::{check_dmarc, DmarcCheck};
 pub use from::{Author, FromShape};
@@ -69,7 +69,7 @@ pub struct MessageAuth {
     /// One entry per DKIM signature (empty when unsigned).
     pub dkim: Vec<DkimCheck>,
     /// The ARC chain.
-    pub arc: ArcCheck,
+    pub arc: ArcResult,
     /// DMARC (`none` when From is not one clear mailbox: the author check refuses those).
     pub dmarc: DmarcCheck,
     /// The author as a mail client shows it.
@@ -102,7 +102,7 @@ impl MessageAuth {
                 b_prefix: String::new(),
                 detail: Some(why.to_string()),
             }],
-            arc: ArcCheck {
+            arc: ArcResult {
                 outcome: Outcome::TempError,
                 last_sealer: None,
                 sets: 0,
@@ -173,7 +173,7 @@ fn results_header(
     authserv_id: &str,
     facts: &AuthFacts,
     dkim: &[DkimCheck],
-    arc: &ArcCheck,
+    arc: &ArcResult,
     dmarc: &DmarcCheck,
     client: Option<IpAddr>,
 ) -> String {

@@ -575,7 +575,7 @@ pub async fn stats(store: &Store) -> Result<Stats, StoreError> {
 
 /// The classifier's answer for one message.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Classification {
     /// Probability that it is spam, 0 to 1.
     pub probability: f64,
     /// Tokens that counted.
@@ -612,7 +612,7 @@ fn chi2q(x2: f64, v: usize) -> f64 {
 
 /// Combines the tokens' counts into the message's spam probability (Fisher's method on the
 /// most significant tokens, as SpamAssassin and SpamBayes do).
-pub fn classify(counts: &Counts, tokens: &[String]) -> Verdict {
+pub fn classify(counts: &Counts, tokens: &[String]) -> Classification {
     let mut clues: Vec<(String, f64)> = tokens
         .iter()
         .zip(&counts.tokens)
@@ -630,7 +630,7 @@ pub fn classify(counts: &Counts, tokens: &[String]) -> Verdict {
     clues.truncate(MAX_CLUES);
     let n = clues.len();
     if n == 0 {
-        return Verdict {
+        return Classification {
             probability: 0.5,
             used: 0,
             clues,
@@ -640,7 +640,7 @@ pub fn classify(counts: &Counts, tokens: &[String]) -> Verdict {
     let ln_ham: f64 = clues.iter().map(|(_, p)| p.max(1e-200).ln()).sum();
     let s = 1.0 - chi2q(-2.0 * ln_spam, 2 * n);
     let h = 1.0 - chi2q(-2.0 * ln_ham, 2 * n);
-    Verdict {
+    Classification {
         probability: ((1.0 + s - h) / 2.0).clamp(0.0, 1.0),
         used: n,
         clues,

@@ -6,7 +6,8 @@
 
 use crate::auth::{dmarc::organizational, Outcome};
 use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
-use crate::rules::lists::{ListTarget, Lists, NameList};
+use crate::config::lists::NameList;
+use crate::rules::lists::{ListTarget, Lists};
 use crate::rules::SymbolTable;
 use std::sync::Arc;
 

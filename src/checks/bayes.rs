@@ -59,7 +59,7 @@ impl Bayes {
 }
 
 /// "p=0.998 from 87 tokens; spam: viagra 0.99, ...; ham: ..." for the detail and --explain.
-pub fn describe(v: &bayes::Verdict) -> String {
+pub fn describe(v: &bayes::Classification) -> String {
     let list = |spam: bool| -> String {
         v.clues
             .iter()

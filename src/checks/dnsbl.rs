@@ -7,7 +7,7 @@
 //! must never refuse mail.
 
 use crate::dns::{Dns, Lookup};
-use crate::message;
+use crate::rules::message;
 use crate::pipeline::{Check, CheckFuture, Context, Stage, Symbol};
 use crate::rules::dnsbl::{ip_query, Answer, DnsList, ListKind};
 use std::collections::BTreeMap;
@@ -57,7 +57,7 @@ impl Dnsbl {
             Lookup::NotFound => "not_found",
             Lookup::Failed(_) => "failed",
         };
-        crate::dns_meter::record(zone, "A", result, started);
+        crate::dns::meter::record(zone, "A", result, started);
         answer
     }
 

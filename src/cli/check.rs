@@ -3,8 +3,8 @@
 
 use crate::auth::{AuthFacts, Outcome};
 use crate::config::Config;
-use crate::envelope::Envelope;
-use crate::headers;
+use crate::pipeline::envelope::Envelope;
+use crate::verdict::headers;
 use crate::pipeline::{MessageInput, ScoreCard, Stage, StageInput};
 use crate::verdict;
 use anyhow::{bail, Context as _};
@@ -159,11 +159,11 @@ impl Checker {
     pub async fn new(args: &CheckArgs) -> anyhow::Result<Checker> {
         let config = load_config(args)?;
         let hostname = config.hostname();
-        let state = crate::server::State {
+        let state = crate::app::State {
             model: crate::bayes::Model::open_for_check(&config).await?,
             ..Default::default()
         };
-        let pipeline = crate::server::build_pipeline(&config, &hostname, &state)?;
+        let pipeline = crate::app::build_pipeline(&config, &hostname, &state)?;
         Ok(Checker { config, pipeline })
     }
 
@@ -222,7 +222,7 @@ impl Checker {
 pub(crate) async fn score_record(
     pipeline: &crate::pipeline::Pipeline,
     config: &Config,
-    record: &crate::record::Record,
+    record: &crate::records::Record,
     raw: Option<&[u8]>,
 ) -> anyhow::Result<(verdict::Verdict, ScoreCard)> {
     let client: SocketAddr = record

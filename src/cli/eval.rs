@@ -5,7 +5,7 @@
 //! caused the change. Its exit code can gate a CI job for rule changes.
 
 use crate::config::Config;
-use crate::envelope::Envelope;
+use crate::pipeline::envelope::Envelope;
 use crate::pipeline::{Action, MessageInput, Pipeline, ScoreCard, Stage, StageInput};
 use anyhow::{bail, Context as _};
 use serde_json::json;
@@ -131,7 +131,7 @@ impl Scorer {
             }
             config.rules.dir = Some(dir.to_path_buf());
         }
-        let pipeline = crate::server::build_offline_pipeline(&config, model)?;
+        let pipeline = crate::app::build_offline_pipeline(&config, model)?;
         let label = match &config.rules.dir {
             Some(d) => format!("{} (ruleset {})", d.display(), pipeline.ruleset()),
             None => format!("built-in rules (ruleset {})", pipeline.ruleset()),

@@ -4,7 +4,7 @@
 //! it from the quarantine once the MTA accepted it.
 
 use crate::config::Config;
-use crate::record::{Record, RecordDir};
+use crate::records::{Record, RecordDir};
 use crate::smtp::reply::Reply;
 use crate::upstream::{ClientFacts, Upstream};
 use anyhow::{bail, Context as _};
@@ -59,7 +59,7 @@ pub fn show(config: &Config, id: &str) -> anyhow::Result<String> {
 
 /// `YYYY-MM-DD HH:MM:SS` for Unix seconds.
 fn utc(secs: u64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::headers::civil_utc(secs);
+    let (y, m, d, hh, mm, ss) = crate::verdict::headers::civil_utc(secs);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}")
 }
 
@@ -78,7 +78,7 @@ pub async fn release(config: &Config, id: &str) -> anyhow::Result<Reply> {
 }
 
 async fn reinject(config: &Config, record: &Record, message: &[u8]) -> anyhow::Result<Reply> {
-    let settings = crate::server::upstream_settings(config)?;
+    let settings = crate::app::upstream_settings(config)?;
     let client = ClientFacts {
         addr: record
             .client
@@ -113,7 +113,7 @@ async fn reinject(config: &Config, record: &Record, message: &[u8]) -> anyhow::R
     }
     let header = format!(
         "X-Moat-Released: {} from quarantine {} (was {} with score {:.1})\r\n",
-        crate::headers::rfc5322_date(std::time::SystemTime::now()),
+        crate::verdict::headers::rfc5322_date(std::time::SystemTime::now()),
         record.id,
         record.action,
         record.score

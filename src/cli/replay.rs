@@ -4,8 +4,8 @@
 //! would have decided for the same inputs.
 
 use super::check::{load_config, CheckArgs, CheckReport};
-use crate::dns_record::ReplayDns;
-use crate::record::{Record, RecordDir};
+use crate::dns::replay::ReplayDns;
+use crate::records::{Record, RecordDir};
 use anyhow::{bail, Context as _};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -58,7 +58,7 @@ pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
     let hostname = config.hostname();
     // No store and no model: what they said depended on state the record does not hold.
     let pipeline =
-        crate::server::build_pipeline(&config, &hostname, &crate::server::State::default())?;
+        crate::app::build_pipeline(&config, &hostname, &crate::app::State::default())?;
     let (verdict, card) =
         super::check::score_record(&pipeline, &config, &record, message.as_deref()).await?;
     drop(server);

@@ -2,10 +2,14 @@
 //! DNS goes through this one resolver, so its cache, timeout and attempts apply everywhere.
 //! hickory's and mail-auth's generic types stop here.
 
+pub mod journal;
+pub mod meter;
+pub mod replay;
+
 mod lenient;
 
 use crate::config::{parse_nameserver, DnsConfig};
-use crate::dns_record::{ttl_until, DnsAnswer, DnsResult, RType};
+use crate::dns::journal::{ttl_until, DnsAnswer, DnsResult, RType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
@@ -261,7 +265,7 @@ impl Dns {
             Answer::NxDomain | Answer::NoData => "not_found",
             Answer::Failed(_) => "failed",
         };
-        crate::dns_meter::record(zone, rtype.as_str(), result, started);
+        crate::dns::meter::record(zone, rtype.as_str(), result, started);
         out
     }
 
@@ -332,8 +336,8 @@ impl Dns {
                 },
             ),
         };
-        if crate::dns_record::recording() {
-            crate::dns_record::note(journal);
+        if crate::dns::journal::recording() {
+            crate::dns::journal::note(journal);
         }
         out
     }
@@ -379,5 +383,37 @@ fn present(data: &RData) -> String {
         ),
         RData::PTR(p) => p.0.to_ascii().trim_end_matches('.').to_string(),
         other => other.to_string(),
+    }
+}
+
+impl Dns {
+    /// Fills in the text of TXT answers that the hook saw parsed, from the resolver's cache (the
+    /// lookup was just made, so this asks no server unless the TTL ran out meanwhile).
+    pub async fn complete_texts(&self, answers: &mut [DnsAnswer]) {
+        for a in answers.iter_mut().filter(|a| a.text_pending) {
+            a.text_pending = false;
+            let fqdn = format!("{}.", a.name);
+            match self.authenticator().resolver().txt_lookup(fqdn).await {
+                Ok(lookup) => {
+                    a.data = lookup
+                        .answers()
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::TXT(t) => Some(
+                                t.txt_data
+                                    .iter()
+                                    .map(|c| String::from_utf8_lossy(c))
+                                    .collect::<String>(),
+                            ),
+                            _ => None,
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    a.result = DnsResult::Failed;
+                    a.error = Some(format!("text not recoverable: {e}"));
+                }
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::Stage;
 use crate::auth::AuthFacts;
-use crate::envelope::Envelope;
+use crate::pipeline::envelope::Envelope;
 
 /// The message at the data stage: raw bytes (dot-unstuffed) and the mail-parser parse of them.
 #[derive(Clone, Copy)]

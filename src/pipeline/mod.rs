@@ -5,46 +5,20 @@
 //! in, so adding a check never touches this file or the session.
 
 pub mod context;
-pub mod symbol;
+pub mod envelope;
+pub mod live;
+pub mod timings;
 
+pub use crate::verdict::card::{Action, Forced, ScoreCard, Stage, Symbol};
 pub use context::{Context, MessageInput};
-pub use symbol::{Action, Forced, ScoreCard, Symbol};
 
 use crate::auth::{self, AuthFacts, SpfInput};
 use crate::dns::Dns;
-use crate::envelope::Envelope;
+use crate::pipeline::envelope::Envelope;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The SMTP stages at which checks run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    /// The client connected (before the greeting).
-    Connect,
-    /// HELO/EHLO was given.
-    Helo,
-    /// MAIL FROM was given.
-    Mail,
-    /// One RCPT TO was given.
-    Rcpt,
-    /// The whole message was read.
-    Data,
-}
-
-impl Stage {
-    /// The lower-case name, for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Connect => "connect",
-            Stage::Helo => "helo",
-            Stage::Mail => "mail",
-            Stage::Rcpt => "rcpt",
-            Stage::Data => "data",
-        }
-    }
-}
 
 /// The boxed future a check returns (object-safe without an async-trait macro).
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Vec<Symbol>> + Send + 'a>>;

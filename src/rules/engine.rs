@@ -743,7 +743,7 @@ impl CompiledRules {
                     &mut hits,
                 ),
                 Kind::Uri => {
-                    for url in crate::message::urls(v.parsed) {
+                    for url in crate::rules::message::urls(v.parsed) {
                         scanner.scan(&url, &mut hits);
                     }
                 }

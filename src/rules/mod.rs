@@ -4,6 +4,7 @@
 pub mod dnsbl;
 pub mod engine;
 pub mod lists;
+pub mod message;
 pub mod meta;
 pub mod symbols;
 
@@ -214,3 +215,12 @@ pub enum RulesError {
         missing: Vec<String>,
     },
 }
+impl From<crate::config::lists::ListError> for RulesError {
+    fn from(e: crate::config::lists::ListError) -> Self {
+        RulesError::Parse {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
+

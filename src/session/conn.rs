@@ -6,7 +6,7 @@
 
 use crate::smtp::data::{DataReader, Feed};
 use crate::smtp::reply::Reply;
-use crate::stream::Stream;
+use crate::net::stream::Stream;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

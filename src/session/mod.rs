@@ -12,19 +12,18 @@
 
 pub mod conn;
 pub mod state;
-pub mod timings;
 
 use crate::auth::AuthFacts;
 use crate::config::VerdictConfig;
 use crate::config::{Config, ConnectAt, EarlyTalkerAction};
-use crate::envelope::Envelope;
-use crate::headers;
+use crate::pipeline::envelope::Envelope;
+use crate::verdict::headers;
 use crate::pipeline::{MessageInput, Pipeline, ScoreCard, Stage, StageInput, Symbol};
 use crate::smtp::command::{Command, PathCommand};
 use crate::smtp::data::{DataFault, DataLimits, DataReader};
 use crate::smtp::extensions::Offer;
 use crate::smtp::reply::{self, Enhanced, Reply};
-use crate::stream::Stream;
+use crate::net::stream::Stream;
 use crate::upstream::{ClientFacts, Upstream, UpstreamError, UpstreamSettings};
 use crate::verdict::{self, Verdict};
 use conn::{Conn, ConnError, Input, Pace};
@@ -33,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use timings::Timings;
+use crate::pipeline::timings::Timings;
 use tokio::sync::watch;
 
 /// What every session shares, built once at start-up.
@@ -49,7 +48,7 @@ pub struct SessionShared {
     /// When to open the upstream session.
     pub connect_at: ConnectAt,
     /// The checks, swapped on reload; each session keeps the one it started with.
-    pub rules: Arc<crate::reload::Rules>,
+    pub pipeline: Arc<crate::pipeline::live::LivePipeline>,
     /// Thresholds, reply texts, shadow mode.
     pub verdict: VerdictConfig,
     /// The authserv-id of Authentication-Results (and of forged ones to remove).
@@ -57,13 +56,13 @@ pub struct SessionShared {
     /// Add a Received field for the hop.
     pub received: bool,
     /// Clients whose XFORWARD is believed.
-    pub xforward_hosts: crate::rules::lists::NameList,
+    pub xforward_hosts: crate::config::lists::NameList,
     /// Where refused messages are kept, when `[quarantine]` is on.
-    pub quarantine: Option<crate::record::RecordDir>,
+    pub quarantine: Option<crate::records::RecordDir>,
     /// Keep tempfailed messages too.
     pub quarantine_tempfail: bool,
     /// Transaction records, when `[records]` is on.
-    pub records: Option<crate::record::Recorder>,
+    pub records: Option<crate::records::Recorder>,
 }
 
 impl SessionShared {
@@ -72,7 +71,7 @@ impl SessionShared {
         config: &Config,
         tls: Option<tokio_rustls::TlsAcceptor>,
         upstream: Arc<UpstreamSettings>,
-        rules: Arc<crate::reload::Rules>,
+        pipeline: Arc<crate::pipeline::live::LivePipeline>,
     ) -> Self {
         SessionShared {
             hostname: config.hostname(),
@@ -80,12 +79,12 @@ impl SessionShared {
             tls,
             upstream,
             connect_at: config.upstream.connect_at,
-            rules,
+            pipeline,
             verdict: config.verdict.clone(),
             authserv_id: config.authserv_id(),
             received: config.headers.received,
             // validate() already parsed these; an error here would mean no trusted host.
-            xforward_hosts: crate::rules::lists::parse(
+            xforward_hosts: crate::config::lists::parse(
                 &config.server.xforward_hosts.join("\n"),
                 "server.xforward_hosts",
                 true,
@@ -94,9 +93,9 @@ impl SessionShared {
             quarantine: config
                 .quarantine
                 .enabled
-                .then(|| crate::record::RecordDir::quarantine(&config.quarantine)),
+                .then(|| crate::records::RecordDir::quarantine(&config.quarantine)),
             quarantine_tempfail: config.quarantine.tempfail,
-            records: crate::record::Recorder::new(&config.records),
+            records: crate::records::Recorder::new(&config.records),
         }
     }
 }
@@ -183,7 +182,7 @@ impl Session {
         offer.xforward = shared.xforward_hosts.match_ip(peer.ip()).is_some();
         Session {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            pipeline: shared.rules.current(),
+            pipeline: shared.pipeline.current(),
             conn: Conn::new(Stream::Plain(tcp), shared.limits.max_command_line),
             state: SessionState::default(),
             envelope: Envelope::new(peer, local),
@@ -575,7 +574,7 @@ impl Session {
             Ok(Err(e)) => {
                 let m = &crate::metrics::METRICS;
                 m.tls_handshakes.with_label_values(&["failed"]).inc();
-                let reason = crate::tls::failure_reason(&e);
+                let reason = crate::net::tls::failure_reason(&e);
                 m.tls_failures.with_label_values(&[reason]).inc();
                 tracing::info!(session = self.id, client = %self.envelope.client, error = %e, reason, "TLS handshake failed");
                 Flow::Close("TLS handshake failed")
@@ -865,8 +864,8 @@ impl Session {
         }
         if let Some(r) = records {
             let message = r.message.then(|| message.to_vec());
-            let record = crate::record::Record {
-                id: crate::record::RecordDir::new_id(record.time),
+            let record = crate::records::Record {
+                id: crate::records::RecordDir::new_id(record.time),
                 ..record
             };
             r.dir.keep(record, message, dns);
@@ -874,7 +873,7 @@ impl Session {
     }
 
     /// What this transaction's record says.
-    fn record(&self, verdict: &Verdict, reply: &Reply, size: usize) -> crate::record::Record {
+    fn record(&self, verdict: &Verdict, reply: &Reply, size: usize) -> crate::records::Record {
         self.record_at(&self.card, Stage::Data, None, verdict, reply, size)
     }
 
@@ -907,12 +906,12 @@ impl Session {
         verdict: &Verdict,
         reply: &Reply,
         size: usize,
-    ) -> crate::record::Record {
+    ) -> crate::records::Record {
         let time = crate::store::unix_millis() / 1000;
-        crate::record::Record {
+        crate::records::Record {
             stage: stage.as_str().to_string(),
             refused_rcpt: refused_rcpt.map(str::to_string),
-            id: crate::record::RecordDir::new_id(time),
+            id: crate::records::RecordDir::new_id(time),
             time,
             client: self.envelope.client.to_string(),
             client_name: self.client_facts().name,
@@ -927,13 +926,13 @@ impl Session {
             symbols: card
                 .symbols
                 .iter()
-                .map(|s| crate::record::RecordSymbol {
+                .map(|s| crate::records::RecordSymbol {
                     name: s.name.clone(),
                     score: s.score,
                 })
                 .collect(),
             ruleset: self.pipeline.ruleset().to_string(),
-            dns: crate::dns_record::Journal::current()
+            dns: crate::dns::journal::Journal::current()
                 .map(|j| j.snapshot())
                 .unwrap_or_default(),
         }
@@ -1183,7 +1182,7 @@ impl Session {
         // An allow-list entry short-circuits the remaining checks of the session (IP, HELO) or
         // the transaction (sender, recipient); the verdict accepts whatever they would say.
         let allowed =
-            self.card.allowed() || crate::pipeline::symbol::allowed(&self.session_symbols);
+            self.card.allowed() || crate::verdict::card::allowed(&self.session_symbols);
         if allowed && stage != Stage::Connect {
             tracing::debug!(
                 session = self.id,

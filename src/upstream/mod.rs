@@ -10,7 +10,7 @@ mod reply_reader;
 use crate::config::{split_host_port, Forwarding, UpstreamConfig};
 use crate::smtp::extensions::UpstreamCapabilities;
 use crate::smtp::reply::Reply;
-use crate::stream::Stream;
+use crate::net::stream::Stream;
 use reply_reader::ReplyReader;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
@@ -462,8 +462,8 @@ impl Upstream {
             return Ok(reply);
         }
         let mut out = Vec::with_capacity(prefix.len() + body.len() + body.len() / 64 + 5);
-        dot_stuff(prefix, &mut out);
-        dot_stuff(body, &mut out);
+        crate::smtp::dot_stuff::dot_stuff(prefix, &mut out);
+        crate::smtp::dot_stuff::dot_stuff(body, &mut out);
         if !out.is_empty() && !out.ends_with(b"\r\n") {
             out.extend_from_slice(b"\r\n");
         }
@@ -563,28 +563,6 @@ impl Upstream {
     }
 }
 
-/// RFC 5321 4.5.2: a line that starts with a dot gets one more.
-fn dot_stuff(data: &[u8], out: &mut Vec<u8>) {
-    let mut at_line_start = out.is_empty() || out.ends_with(b"\r\n");
-    let mut rest = data;
-    while !rest.is_empty() {
-        if at_line_start && rest[0] == b'.' {
-            out.push(b'.');
-        }
-        match rest.windows(2).position(|w| w == b"\r\n") {
-            Some(i) => {
-                out.extend_from_slice(&rest[..i + 2]);
-                rest = &rest[i + 2..];
-                at_line_start = true;
-            }
-            None => {
-                out.extend_from_slice(rest);
-                break;
-            }
-        }
-    }
-}
-
 fn forwarding_attributes(client: &ClientFacts, xclient: bool) -> Vec<(&'static str, String)> {
     let addr = match client.addr.ip() {
         std::net::IpAddr::V4(ip) => ip.to_string(),
@@ -654,16 +632,6 @@ fn xtext(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_stuffing() {
-        let mut out = Vec::new();
-        dot_stuff(b".a\r\nb.\r\n..c\r\n", &mut out);
-        assert_eq!(out, b"..a\r\nb.\r\n...c\r\n");
-        let mut out = b"X: y\r\n".to_vec();
-        dot_stuff(b".", &mut out);
-        assert_eq!(out, b"X: y\r\n..");
-    }
 
     #[test]
     fn xtext_escapes() {

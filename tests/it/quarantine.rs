@@ -4,7 +4,7 @@
 
 use crate::support::{crlf, Moat, Sink};
 use moat::config::Config;
-use moat::record::RecordDir;
+use moat::records::RecordDir;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ fn quarantine_on(c: &mut Config, dir: &Path) {
 }
 
 /// The records once `n` are there (moat writes them off the session's task).
-async fn wait_for(q: &RecordDir, n: usize) -> Vec<moat::record::Record> {
+async fn wait_for(q: &RecordDir, n: usize) -> Vec<moat::records::Record> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let list = q.list().expect("list");

@@ -8,8 +8,8 @@ use crate::support::dns::TestDns;
 use crate::support::{crlf, Client, Moat, Sink};
 use moat::cli::check::{run, CheckArgs};
 use moat::config::Config;
-use moat::dns_record::{DnsResult, RType};
-use moat::record::{Record, RecordDir};
+use moat::dns::journal::{DnsResult, RType};
+use moat::records::{Record, RecordDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -210,7 +210,7 @@ async fn recorded_transactions_replay_exactly_without_the_dns_server() {
     let with_model_dir = dir.path().join("with-model");
     std::fs::create_dir(&with_model_dir).expect("mkdir");
     let mut with_model = accepted.clone();
-    with_model.symbols.push(moat::record::RecordSymbol {
+    with_model.symbols.push(moat::records::RecordSymbol {
         name: "BAYES_SPAM_HIGH".into(),
         score: 6.0,
     });

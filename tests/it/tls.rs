@@ -126,7 +126,7 @@ async fn required_tls_refuses_mail_before_starttls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn starttls_to_the_upstream_verified_against_a_ca() {
     let certs = certs::make();
-    let (server_tls, _) = moat::tls::server_config(&certs.cert, &certs.key, &[]).unwrap();
+    let (server_tls, _) = moat::net::tls::server_config(&certs.cert, &certs.key, &[]).unwrap();
     let sink = Sink::with(SinkOptions {
         tls: Some(server_tls),
         ..Default::default()
@@ -177,7 +177,7 @@ async fn upstream_tls_failures_are_tempfails() {
     let other = certs::make();
     let sink = Sink::with(SinkOptions {
         tls: Some(
-            moat::tls::server_config(&other.cert, &other.key, &[])
+            moat::net::tls::server_config(&other.cert, &other.key, &[])
                 .unwrap()
                 .0,
         ),

@@ -1,6 +1,6 @@
 //! A raw SMTP client for tests: sends exact bytes, reads replies, can do STARTTLS.
 
-use moat::stream::Stream;
+use moat::net::stream::Stream;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,7 +8,7 @@ pub mod redis;
 pub mod sink;
 
 use moat::config::Config;
-use moat::server::Server;
+use moat::app::Server;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Once;

@@ -1,7 +1,7 @@
 //! A scriptable SMTP sink that plays the upstream MTA: it records what it receives and can be
 //! told to refuse, drop the connection mid-DATA, or stall.
 
-use moat::stream::Stream;
+use moat::net::stream::Stream;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -86,7 +86,7 @@ pub struct Record {
     pub ruleset: String,
     /// Every DNS answer the checks used, for an exact replay.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dns: Vec<crate::dns_record::DnsAnswer>,
+    pub dns: Vec<crate::dns::journal::DnsAnswer>,
 }
 
 fn data_stage() -> String {
@@ -218,7 +218,7 @@ impl RecordDir {
         let q = self.clone();
         tokio::spawn(async move {
             if let Some(dns) = dns {
-                crate::dns_record::complete(&mut record.dns, &dns).await;
+                dns.complete_texts(&mut record.dns).await;
             }
             let _ =
                 tokio::task::spawn_blocking(move || q.keep_now(&record, message.as_deref())).await;

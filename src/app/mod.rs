@@ -1,13 +1,15 @@
 //! Wires a validated config into a running server: TLS, upstream settings, the pipeline, the
 //! listeners; and stops it with a drain.
 
+pub mod reload;
+
 use crate::config::{Config, Forwarding};
 use crate::dns::Dns;
 use crate::listener::{self, Limits};
 use crate::pipeline::{AuthStep, Pipeline};
 use crate::rules::RuleSet;
 use crate::session::SessionShared;
-use crate::shutdown::Shutdown;
+use crate::listener::shutdown::Shutdown;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamSettings};
 use std::net::SocketAddr;
@@ -19,7 +21,7 @@ use std::time::Duration;
 pub enum StartError {
     /// A certificate or key could not be loaded.
     #[error("{0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
     /// A listening socket could not be bound.
     #[error("{0}")]
     Bind(std::io::Error),
@@ -122,7 +124,7 @@ fn assemble(
 /// How moat reaches the MTA, from `[upstream]` (shared by `serve` and quarantine release).
 pub fn upstream_settings(config: &Config) -> Result<Arc<UpstreamSettings>, StartError> {
     let client_tls = if config.upstream.starttls {
-        Some(crate::tls::client_config(
+        Some(crate::net::tls::client_config(
             config.upstream.tls_ca.as_deref(),
             config.upstream.tls_verify,
         )?)
@@ -144,11 +146,11 @@ pub fn upstream_settings(config: &Config) -> Result<Arc<UpstreamSettings>, Start
 pub struct Server {
     addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
-    rules: Arc<crate::reload::Rules>,
+    rules: Arc<crate::pipeline::live::LivePipeline>,
     shutdown: Shutdown,
     grace: Duration,
     upstream: Arc<UpstreamSettings>,
-    server_cert: Option<Arc<crate::tls::ServerCert>>,
+    server_cert: Option<Arc<crate::net::tls::ServerCert>>,
 }
 
 impl Server {
@@ -157,7 +159,7 @@ impl Server {
         let hostname = config.hostname();
         let (server_tls, server_cert) = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
-                let (tls, handle) = crate::tls::server_config(cert, key, &config.tls.sni)?;
+                let (tls, handle) = crate::net::tls::server_config(cert, key, &config.tls.sni)?;
                 (Some(tokio_rustls::TlsAcceptor::from(tls)), Some(handle))
             }
             _ => (None, None),
@@ -187,7 +189,7 @@ impl Server {
             }
         }
         let state = State::open(config).await?;
-        let rules = crate::reload::Rules::new(build_pipeline(config, &hostname, &state)?);
+        let rules = crate::pipeline::live::LivePipeline::new(build_pipeline(config, &hostname, &state)?);
         tracing::info!(ruleset = %rules.current().ruleset(), dir = ?config.rules.dir, "rules loaded");
         let shared = Arc::new(SessionShared::new(
             config,
@@ -212,7 +214,7 @@ impl Server {
             config.server.max_new_sessions_per_ip_per_minute,
         );
         let trusted = Arc::new(
-            crate::rules::lists::parse(
+            crate::config::lists::parse(
                 &config.server.proxy_trusted.join("\n"),
                 "server.proxy_trusted",
                 true,
@@ -276,7 +278,7 @@ impl Server {
                 shutdown.subscribe(),
             );
         }
-        tokio::spawn(crate::reload::run(
+        tokio::spawn(reload::run(
             rules.clone(),
             config.clone(),
             hostname.clone(),
@@ -297,12 +299,12 @@ impl Server {
 
     /// The certificate moat presents, when STARTTLS is configured; `reload()` on it reads
     /// the files again (SIGHUP).
-    pub fn server_cert(&self) -> Option<&Arc<crate::tls::ServerCert>> {
+    pub fn server_cert(&self) -> Option<&Arc<crate::net::tls::ServerCert>> {
         self.server_cert.as_ref()
     }
 
     /// The running ruleset and its reload counters; `reload()` asks for a reload (SIGHUP).
-    pub fn rules(&self) -> &Arc<crate::reload::Rules> {
+    pub fn rules(&self) -> &Arc<crate::pipeline::live::LivePipeline> {
         &self.rules
     }
 

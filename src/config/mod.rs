@@ -4,6 +4,8 @@
 //! Unknown keys are errors (`deny_unknown_fields`): a typo in a mail filter's config must not
 //! silently fall back to a default.
 
+pub mod lists;
+
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::SocketAddr;
@@ -860,7 +862,7 @@ impl Config {
                 bad("server.hostname", format!("{h:?} is not a host name"));
             }
         }
-        if let Err(e) = crate::rules::lists::parse(
+        if let Err(e) = crate::config::lists::parse(
             &self.server.xforward_hosts.join("\n"),
             "server.xforward_hosts",
             true,
@@ -934,7 +936,7 @@ impl Config {
                     .into(),
             );
         }
-        if let Err(e) = crate::rules::lists::parse(
+        if let Err(e) = crate::config::lists::parse(
             &self.server.proxy_trusted.join("\n"),
             "server.proxy_trusted",
             true,

@@ -1,8 +1,11 @@
 //! The decision: score card + thresholds + forced actions -> action and reply. Pure: no I/O, no
 //! clock, unit-tested on values.
 
+pub mod card;
+pub mod headers;
+
 use crate::config::VerdictConfig;
-use crate::pipeline::{Action, ScoreCard, Stage};
+use card::{Action, ScoreCard, Stage};
 use crate::smtp::reply::{self, Reply};
 
 /// What to do with the transaction and what to answer.

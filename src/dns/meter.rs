@@ -11,7 +11,7 @@
 //!
 //! The `zone` label is the check's name, never the name looked up: label values stay bounded.
 
-use crate::dns_record::{self, DnsAnswer, DnsResult, RType};
+use crate::dns::journal::{self, DnsAnswer, DnsResult, RType};
 use crate::metrics::METRICS;
 use hickory_resolver::proto::op::ResponseCode;
 use mail_auth::{DnsCache, Mx, Negative, RecordSet, ResolverCache, TxtRecord};
@@ -218,9 +218,9 @@ impl<K: Hash + KeyName, V: LookupResult> ResolverCache<K, V> for TypeMeter {
     }
 
     fn insert(&self, key: K, value: V, valid_until: Instant) {
-        if dns_record::recording() {
-            let ttl = dns_record::ttl_until(valid_until);
-            dns_record::note(value.answer(&key.dns_name(), self.rtype, ttl));
+        if journal::recording() {
+            let ttl = journal::ttl_until(valid_until);
+            journal::note(value.answer(&key.dns_name(), self.rtype, ttl));
         }
         self.answered(key_hash(&key), value.result());
     }

@@ -1,8 +1,11 @@
 //! Binds the listening sockets, accepts clients, enforces the session limits (421 beyond them)
 //! and spawns one `Session` per connection.
 
+pub mod proxy_protocol;
+pub mod shutdown;
+
 use crate::session::{Session, SessionShared};
-use crate::shutdown::DrainGuard;
+use crate::listener::shutdown::DrainGuard;
 use crate::smtp::reply::{self, ReplyConst};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -122,7 +125,7 @@ pub async fn accept_loop(
     limits: Arc<Limits>,
     mut shutdown: watch::Receiver<bool>,
     drain: DrainGuard,
-    proxy: Option<Arc<crate::rules::lists::NameList>>,
+    proxy: Option<Arc<crate::config::lists::NameList>>,
     require_tls: bool,
 ) {
     let local = listener.local_addr().ok();
@@ -164,15 +167,15 @@ pub async fn accept_loop(
         let starter = starter.clone();
         tokio::spawn(async move {
             let mut tcp = tcp;
-            match crate::proxy_protocol::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
-                Ok(crate::proxy_protocol::Proxied::Client {
+            match crate::listener::proxy_protocol::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
+                Ok(crate::listener::proxy_protocol::Proxied::Client {
                     source,
                     destination,
                 }) => {
                     tracing::debug!(balancer = %peer, client = %source, "PROXY header");
                     starter.start(tcp, source, destination);
                 }
-                Ok(crate::proxy_protocol::Proxied::Local) => starter.start(tcp, peer, local),
+                Ok(crate::listener::proxy_protocol::Proxied::Local) => starter.start(tcp, peer, local),
                 Err(e) => {
                     crate::metrics::METRICS
                         .sessions
@@ -217,7 +220,7 @@ impl Starter {
                 let record_dns = self.shared.records.is_some();
                 tokio::spawn(async move {
                     if record_dns {
-                        crate::dns_record::Journal::new().scope(session.run()).await;
+                        crate::dns::journal::Journal::new().scope(session.run()).await;
                     } else {
                         session.run().await;
                     }

@@ -6,82 +6,14 @@
 //! Polling rather than inotify: it needs no extra dependency, works on every filesystem
 //! (NFS, bind mounts, editors that replace files) and a rules directory is small.
 
+use super::State;
 use crate::config::Config;
+use crate::pipeline::live::LivePipeline;
 use crate::pipeline::Pipeline;
-use crate::server::State;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{watch, Notify};
-
-/// The current pipeline and the reload bookkeeping, shared by the listener and the reloader.
-#[derive(Debug)]
-pub struct Rules {
-    current: RwLock<Arc<Pipeline>>,
-    reloads_ok: AtomicU64,
-    reloads_failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    trigger: Notify,
-}
-
-impl Rules {
-    /// Starts with `pipeline`.
-    pub fn new(pipeline: Pipeline) -> Arc<Self> {
-        publish_ruleset(pipeline.ruleset());
-        Arc::new(Rules {
-            current: RwLock::new(Arc::new(pipeline)),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-            trigger: Notify::new(),
-        })
-    }
-
-    /// The pipeline new sessions use.
-    pub fn current(&self) -> Arc<Pipeline> {
-        match self.current.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Successful reloads so far.
-    pub fn reloads_ok(&self) -> u64 {
-        self.reloads_ok.load(Ordering::Relaxed)
-    }
-
-    /// Failed reloads so far.
-    pub fn reloads_failed(&self) -> u64 {
-        self.reloads_failed.load(Ordering::Relaxed)
-    }
-
-    /// The error of the last failed reload, if the last attempt failed.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|g| g.clone())
-    }
-
-    /// Asks the reloader to reload now (SIGHUP).
-    pub fn request_reload(&self) {
-        self.trigger.notify_one();
-    }
-
-    fn swap(&self, pipeline: Pipeline) {
-        publish_ruleset(pipeline.ruleset());
-        let new = Arc::new(pipeline);
-        match self.current.write() {
-            Ok(mut g) => *g = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
-        }
-    }
-}
-
-/// Points `moat_ruleset_info` at the loaded ruleset (one series, value 1).
-fn publish_ruleset(digest: &str) {
-    let info = &crate::metrics::METRICS.ruleset_info;
-    info.reset();
-    info.with_label_values(&[digest]).set(1);
-}
+use tokio::sync::watch;
 
 /// A cheap fingerprint of the rules directory: every file's name, size and mtime.
 fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
@@ -100,7 +32,7 @@ async fn rebuild(config: &Config, hostname: &str, state: &State) -> Result<Pipel
     let hostname = hostname.to_string();
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        crate::server::build_pipeline(&config, &hostname, &state).map_err(|e| e.to_string())
+        crate::app::build_pipeline(&config, &hostname, &state).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("reload task failed: {e}"))?
@@ -109,7 +41,7 @@ async fn rebuild(config: &Config, hostname: &str, state: &State) -> Result<Pipel
 /// Reloads until shutdown: on `request_reload` and when the rules directory changes and then
 /// stays unchanged for one more `interval` (so a half-saved file is not loaded).
 pub async fn run(
-    rules: Arc<Rules>,
+    rules: Arc<LivePipeline>,
     config: Config,
     hostname: String,
     state: State,
@@ -121,7 +53,7 @@ pub async fn run(
     let mut pending = false;
     loop {
         let manual = tokio::select! {
-            _ = rules.trigger.notified() => true,
+            _ = rules.reload_requested() => true,
             _ = tokio::time::sleep(interval) => false,
             _ = shutdown.changed() => return,
         };
@@ -141,14 +73,10 @@ pub async fn run(
         match rebuild(&config, &hostname, &state).await {
             Ok(p) => {
                 rules.swap(p);
-                rules.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::METRICS
                     .reloads
                     .with_label_values(&["ok"])
                     .inc();
-                if let Ok(mut g) = rules.last_error.lock() {
-                    *g = None;
-                }
                 tracing::info!(
                     trigger = if manual { "signal" } else { "file change" },
                     ruleset = %rules.current().ruleset(),
@@ -156,15 +84,12 @@ pub async fn run(
                 );
             }
             Err(e) => {
-                rules.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::METRICS
                     .reloads
                     .with_label_values(&["failed"])
                     .inc();
                 tracing::error!(error = %e, "rules reload failed; the previous rules stay in force");
-                if let Ok(mut g) = rules.last_error.lock() {
-                    *g = Some(e);
-                }
+                rules.failed(e);
             }
         }
         if let Some(d) = dir.as_deref() {

@@ -1,10 +1,37 @@
 //! Symbols (the named, scored findings of checks), the actions a check may force, and the score
 //! card that collects them.
 
-use super::Stage;
 use crate::rules::SymbolTable;
 use crate::smtp::reply::Reply;
 use std::sync::Arc;
+
+/// The SMTP stages at which checks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The client connected (before the greeting).
+    Connect,
+    /// HELO/EHLO was given.
+    Helo,
+    /// MAIL FROM was given.
+    Mail,
+    /// One RCPT TO was given.
+    Rcpt,
+    /// The whole message was read.
+    Data,
+}
+
+impl Stage {
+    /// The lower-case name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Helo => "helo",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+        }
+    }
+}
 
 /// What to do with a transaction, from mildest to strongest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
