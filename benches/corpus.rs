@@ -64,9 +64,8 @@ fn main() {
     config.rules.dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"));
     config.dns.nameservers = vec![server.addr.to_string()];
     config.auth.dns_failure = moat::config::DnsFailure::Score;
-    let pipeline =
-        moat::app::build_pipeline(&config, "bench.moat", &moat::app::State::default())
-            .expect("pipeline");
+    let pipeline = moat::app::build_pipeline(&config, "bench.moat", &moat::app::State::default())
+        .expect("pipeline");
     let unspecified: SocketAddr = "0.0.0.0:0".parse().expect("addr");
     let envelope = Envelope::new(unspecified, unspecified);
 

@@ -5,11 +5,11 @@ pub mod reload;
 
 use crate::config::{Config, Forwarding};
 use crate::dns::Dns;
+use crate::listener::shutdown::Shutdown;
 use crate::listener::{self, Limits};
 use crate::pipeline::{AuthStep, Pipeline};
 use crate::rules::RuleSet;
 use crate::session::SessionShared;
-use crate::listener::shutdown::Shutdown;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamSettings};
 use std::net::SocketAddr;
@@ -189,7 +189,8 @@ impl Server {
             }
         }
         let state = State::open(config).await?;
-        let rules = crate::pipeline::live::LivePipeline::new(build_pipeline(config, &hostname, &state)?);
+        let rules =
+            crate::pipeline::live::LivePipeline::new(build_pipeline(config, &hostname, &state)?);
         tracing::info!(ruleset = %rules.current().ruleset(), dir = ?config.rules.dir, "rules loaded");
         let shared = Arc::new(SessionShared::new(
             config,

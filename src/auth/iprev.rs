@@ -2,8 +2,8 @@
 //! client's address, checked through mail-auth on the shared resolver.
 
 use super::Outcome;
-use crate::dns::Dns;
 use crate::dns::meter::LookupMeter;
+use crate::dns::Dns;
 use mail_auth::{IprevOutput, IprevResult, Parameters};
 use std::net::IpAddr;
 

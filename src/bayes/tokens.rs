@@ -253,7 +253,10 @@ pub fn tokens(parsed: &mail_parser::Message<'_>) -> Vec<String> {
             break;
         }
     }
-    for host in crate::rules::message::url_hosts(parsed).into_iter().take(50) {
+    for host in crate::rules::message::url_hosts(parsed)
+        .into_iter()
+        .take(50)
+    {
         t.feature("u", &host);
         if let Some(d) = psl::domain_str(&host) {
             t.feature("ud", d);

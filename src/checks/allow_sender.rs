@@ -5,8 +5,8 @@
 //! nothing for them and every check, DMARC included, still applies.
 
 use crate::auth::{dmarc::organizational, Outcome};
-use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
 use crate::config::lists::NameList;
+use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
 use crate::rules::lists::{ListTarget, Lists};
 use crate::rules::SymbolTable;
 use std::sync::Arc;

@@ -7,9 +7,9 @@
 //! must never refuse mail.
 
 use crate::dns::{Dns, Lookup};
-use crate::rules::message;
 use crate::pipeline::{Check, CheckFuture, Context, Stage, Symbol};
 use crate::rules::dnsbl::{ip_query, Answer, DnsList, ListKind};
+use crate::rules::message;
 use std::collections::BTreeMap;
 
 /// URL domains looked up per message at most (a message with thousands of links must not

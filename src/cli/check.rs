@@ -1,17 +1,17 @@
 //! `moat check`: scores one message file with the same pipeline, verdict and headers as
 //! `moat serve`, and prints a report or a stable JSON object.
 
+use super::offline::{score, CheckReport, Inputs, Scored};
 use crate::auth::{AuthFacts, Outcome};
 use crate::config::Config;
-use crate::pipeline::envelope::Envelope;
-use crate::verdict::headers;
-use crate::pipeline::{MessageInput, ScoreCard, Stage, StageInput};
-use crate::verdict;
+use crate::pipeline::{Pipeline, ScoreCard, Stage};
+use crate::verdict::{self, headers};
 use anyhow::{bail, Context as _};
 use serde_json::json;
 use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// What `moat check` was asked.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -51,15 +51,6 @@ pub struct CheckArgs {
     pub rules: Option<PathBuf>,
     /// The message file; `-` or nothing reads standard input.
     pub file: Option<PathBuf>,
-}
-
-/// The result: what to print and the exit code (0 accept/add_header, 1 tempfail/reject).
-#[derive(Debug)]
-pub struct CheckReport {
-    /// The text to print.
-    pub output: String,
-    /// The process exit code.
-    pub exit_code: u8,
 }
 
 /// Loads the config as `check` uses it: the file, or the defaults, with `--dns` applied.
@@ -120,26 +111,10 @@ fn read_message(file: Option<&PathBuf>) -> anyhow::Result<Vec<u8>> {
     Ok(to_crlf(raw))
 }
 
-/// The SMTP facts a check runs with: from the command line, or from a record.
-struct Inputs<'a> {
-    client_ip: Option<IpAddr>,
-    helo: Option<&'a str>,
-    mail_from: Option<&'a str>,
-    rcpt: &'a [String],
-}
-
-/// What the pipeline decided, with what it was decided from.
-struct Scored {
-    verdict: verdict::Verdict,
-    card: ScoreCard,
-    facts: AuthFacts,
-    skipped: Vec<&'static str>,
-}
-
 /// Runs the check. Errors are usage or input errors (exit code 2).
 pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
     if let Some(record) = &args.replay {
-        return super::replay::run(args, record).await;
+        return super::replay::run(load_config(args)?, record, args.json).await;
     }
     let checker = Checker::new(args).await?;
     let raw = read_message(args.file.as_ref())?;
@@ -150,7 +125,7 @@ pub async fn run(args: &CheckArgs) -> anyhow::Result<CheckReport> {
 /// messages (the conformance suites) checks them all through the same code as the command.
 pub struct Checker {
     config: Config,
-    pipeline: crate::pipeline::Pipeline,
+    pipeline: Arc<Pipeline>,
 }
 
 impl Checker {
@@ -163,7 +138,7 @@ impl Checker {
             model: crate::bayes::Model::open_for_check(&config).await?,
             ..Default::default()
         };
-        let pipeline = crate::app::build_pipeline(&config, &hostname, &state)?;
+        let pipeline = Arc::new(crate::app::build_pipeline(&config, &hostname, &state)?);
         Ok(Checker { config, pipeline })
     }
 
@@ -177,11 +152,18 @@ impl Checker {
             rcpt: &args.rcpt,
         };
         let Scored {
-            verdict: v,
+            decision,
             card,
             facts,
             skipped,
+            refused_at,
         } = score(&self.pipeline, config, &inputs, Some(raw), Stage::Data).await?;
+        let v = &decision.verdict;
+        let serve = Notes {
+            skipped: &skipped,
+            refused_at,
+            shadow: config.verdict.shadow && v.refuses(),
+        };
         let names = card.names();
         let spam = headers::SpamInfo {
             score: v.score,
@@ -193,23 +175,24 @@ impl Checker {
         let header_block =
             String::from_utf8_lossy(&headers::prepend(None, auth_header, &spam)).into_owned();
         let header_fields = unfold_fields(&header_block);
-        let exit_code = if v.refuses() { 1 } else { 0 };
+        // Shadow mode refuses nothing: serve accepts what the checks would refuse.
+        let exit_code = if decision.refusal.is_some() { 1 } else { 0 };
         let output = if args.json {
             json_report(
-                &v,
+                v,
                 &card,
                 &facts,
                 config.verdict.add_header,
                 &header_fields,
-                &skipped,
+                &serve,
             )
         } else {
             text_report(
-                &v,
+                v,
                 &card,
                 &facts,
                 &header_block,
-                &skipped,
+                &serve,
                 config,
                 args.explain,
             )
@@ -218,141 +201,15 @@ impl Checker {
     }
 }
 
-/// Replays a record: the recorded SMTP facts and message through `pipeline`.
-pub(crate) async fn score_record(
-    pipeline: &crate::pipeline::Pipeline,
-    config: &Config,
-    record: &crate::records::Record,
-    raw: Option<&[u8]>,
-) -> anyhow::Result<(verdict::Verdict, ScoreCard)> {
-    let client: SocketAddr = record
-        .client
-        .parse()
-        .with_context(|| format!("record: client {:?} is not an IP:port", record.client))?;
-    let until = match record.stage.as_str() {
-        "connect" => Stage::Connect,
-        "mail" => Stage::Mail,
-        "rcpt" => Stage::Rcpt,
-        "data" => Stage::Data,
-        other => bail!("record: unknown stage {other:?}"),
-    };
-    // A refused recipient was never added to the envelope; it is checked last, as it was.
-    let mut rcpts = record.rcpts.clone();
-    rcpts.extend(record.refused_rcpt.iter().cloned());
-    let inputs = Inputs {
-        client_ip: Some(client.ip()),
-        helo: record.helo.as_deref(),
-        mail_from: (until != Stage::Connect).then_some(record.mail_from.as_str()),
-        rcpt: &rcpts,
-    };
-    let scored = score(pipeline, config, &inputs, raw, until).await?;
-    Ok((scored.verdict, scored.card))
-}
-
-/// Runs every stage the inputs allow, then the data stage, and decides.
-async fn score(
-    pipeline: &crate::pipeline::Pipeline,
-    config: &Config,
-    args: &Inputs<'_>,
-    raw: Option<&[u8]>,
-    until: Stage,
-) -> anyhow::Result<Scored> {
-    let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0);
-    let client = args
-        .client_ip
-        .map(|ip| SocketAddr::new(ip, 0))
-        .unwrap_or(unspecified);
-    let mut envelope = Envelope::new(client, unspecified);
-    envelope.helo = args.helo.map(str::to_string);
-    envelope.esmtp = true;
-    let mut facts = AuthFacts::default();
-    let mut card = ScoreCard::default();
-    let mut skipped: Vec<&'static str> = Vec::new();
-    let done = |card: ScoreCard, facts: AuthFacts, skipped: Vec<&'static str>, at: Stage| Scored {
-        verdict: verdict::decide(&card, &config.verdict, at),
-        card,
-        facts,
-        skipped,
-    };
-
-    if args.client_ip.is_some() {
-        card.extend(
-            pipeline
-                .run(stage(Stage::Connect, &envelope, card.total()), &mut facts)
-                .await
-                .symbols,
-        );
-        if until == Stage::Connect {
-            return Ok(done(card, facts, skipped, until));
-        }
-        if args.helo.is_some() {
-            card.extend(
-                pipeline
-                    .run(stage(Stage::Helo, &envelope, card.total()), &mut facts)
-                    .await
-                    .symbols,
-            );
-        } else {
-            skipped.push("helo stage (no --helo)");
-        }
-    } else {
-        skipped.push("connect and helo stages (no --client-ip)");
-    }
-    match (args.mail_from, args.client_ip, args.helo) {
-        (Some(from), Some(_), Some(_)) => {
-            envelope.sender = Some(from.to_string());
-            card.extend(
-                pipeline
-                    .run(stage(Stage::Mail, &envelope, card.total()), &mut facts)
-                    .await
-                    .symbols,
-            );
-        }
-        _ => skipped.push("mail stage and SPF (needs --client-ip, --helo and --mail-from)"),
-    }
-    if until == Stage::Mail {
-        return Ok(done(card, facts, skipped, until));
-    }
-    if args.rcpt.is_empty() {
-        skipped.push("rcpt stage (no --rcpt)");
-    }
-    for r in args.rcpt {
-        let input = StageInput {
-            recipient: Some(r),
-            ..stage(Stage::Rcpt, &envelope, card.total())
-        };
-        card.extend(pipeline.run(input, &mut facts).await.symbols);
-        envelope.recipients.push(r.clone());
-    }
-    if until == Stage::Rcpt {
-        return Ok(done(card, facts, skipped, until));
-    }
-    let Some(raw) = raw else {
-        bail!("no message to run the data stage on");
-    };
-    let parsed = mail_parser::MessageParser::default().parse(raw);
-    let Some(parsed) = parsed else {
-        bail!("the input is not a message (no header could be parsed)");
-    };
-    let input = StageInput {
-        message: Some(MessageInput {
-            raw,
-            parsed: &parsed,
-        }),
-        ..stage(Stage::Data, &envelope, card.total())
-    };
-    card.extend(pipeline.run(input, &mut facts).await.symbols);
-    Ok(done(card, facts, skipped, Stage::Data))
-}
-
-fn stage(stage: Stage, envelope: &Envelope, score: f64) -> StageInput<'_> {
-    StageInput {
-        stage,
-        envelope,
-        recipient: None,
-        message: None,
-        score,
-    }
+/// What the report adds beyond the verdict: what was not run, and where `moat serve` would
+/// have acted otherwise than the final verdict says.
+struct Notes<'a> {
+    /// Stages and recipients not run, and why.
+    skipped: &'a [String],
+    /// The first stage at which serve would have refused (check runs on to show everything).
+    refused_at: Option<&'static str>,
+    /// Shadow mode: serve logs the refusal and accepts.
+    shadow: bool,
 }
 
 /// Splits a block of header fields into one string per field (folds kept).
@@ -376,7 +233,7 @@ fn json_report(
     facts: &AuthFacts,
     required: f64,
     header_fields: &[String],
-    skipped: &[&str],
+    serve: &Notes<'_>,
 ) -> String {
     let symbols: Vec<_> = card
         .symbols
@@ -425,7 +282,9 @@ fn json_report(
         "dmarc": dmarc,
         "arc": arc,
         "headers": header_fields,
-        "skipped": skipped,
+        "skipped": serve.skipped,
+        "refused_at": serve.refused_at,
+        "shadow": serve.shadow,
     });
     let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".into());
     text.push('\n');
@@ -441,7 +300,7 @@ fn text_report(
     card: &ScoreCard,
     facts: &AuthFacts,
     header_block: &str,
-    skipped: &[&str],
+    serve: &Notes<'_>,
     config: &Config,
     explain: bool,
 ) -> String {
@@ -461,6 +320,18 @@ fn text_report(
     }
     if let Some(f) = &v.forced_by {
         let _ = writeln!(out, "forced by: {f}");
+    }
+    if let Some(stage) = serve.refused_at.filter(|s| *s != "data") {
+        let _ = writeln!(
+            out,
+            "serve:  refuses at {stage} (the later stages are shown anyway)"
+        );
+    }
+    if serve.shadow {
+        let _ = writeln!(
+            out,
+            "serve:  shadow mode: logged as \"would refuse\", accepted"
+        );
     }
     let _ = writeln!(out, "\nsymbols:");
     for s in &card.symbols {
@@ -507,8 +378,8 @@ fn text_report(
             m.dmarc.policy
         );
     }
-    if !skipped.is_empty() {
-        let _ = writeln!(out, "\nskipped: {}", skipped.join("; "));
+    if !serve.skipped.is_empty() {
+        let _ = writeln!(out, "\nskipped: {}", serve.skipped.join("; "));
     }
     let _ = write!(
         out,

@@ -5,8 +5,9 @@
 //! caused the change. Its exit code can gate a CI job for rule changes.
 
 use crate::config::Config;
+use crate::pipeline::driver::Driver;
 use crate::pipeline::envelope::Envelope;
-use crate::pipeline::{Action, MessageInput, Pipeline, ScoreCard, Stage, StageInput};
+use crate::pipeline::{Action, MessageInput, Pipeline};
 use anyhow::{bail, Context as _};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,8 +114,8 @@ struct RuleStats {
 
 /// One ruleset's pipeline and thresholds.
 struct Scorer {
-    pipeline: Pipeline,
-    config: Config,
+    pipeline: Arc<Pipeline>,
+    verdict: Arc<crate::config::VerdictConfig>,
     label: String,
 }
 
@@ -131,14 +132,14 @@ impl Scorer {
             }
             config.rules.dir = Some(dir.to_path_buf());
         }
-        let pipeline = crate::app::build_offline_pipeline(&config, model)?;
+        let pipeline = Arc::new(crate::app::build_offline_pipeline(&config, model)?);
         let label = match &config.rules.dir {
             Some(d) => format!("{} (ruleset {})", d.display(), pipeline.ruleset()),
             None => format!("built-in rules (ruleset {})", pipeline.ruleset()),
         };
         Ok(Scorer {
             pipeline,
-            config,
+            verdict: Arc::new(config.verdict),
             label,
         })
     }
@@ -146,20 +147,14 @@ impl Scorer {
     async fn score(&self, raw: &[u8], parsed: Option<&mail_parser::Message<'_>>) -> Outcome {
         let unspecified: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
         let envelope = Envelope::new(unspecified, unspecified);
-        let input = StageInput {
-            stage: Stage::Data,
-            envelope: &envelope,
-            recipient: None,
-            message: parsed.map(|p| MessageInput { raw, parsed: p }),
-            score: 0.0,
-        };
-        let mut facts = crate::auth::AuthFacts::default();
-        let symbols = self.pipeline.run(input, &mut facts).await.symbols;
-        let card = ScoreCard { symbols };
-        let v = crate::verdict::decide(&card, &self.config.verdict, Stage::Data);
+        // The message alone, as `moat check FILE` scores it: no SMTP facts.
+        let mut tx = Driver::new(self.pipeline.clone(), self.verdict.clone(), envelope, 0);
+        let decision = tx
+            .data(parsed.map(|p| MessageInput { raw, parsed: p }))
+            .await;
         Outcome {
-            action: v.action,
-            symbols: card.symbols.into_iter().map(|s| s.name).collect(),
+            action: decision.verdict.action,
+            symbols: tx.card().names().into_iter().map(str::to_string).collect(),
         }
     }
 }

@@ -3,14 +3,19 @@
 //! verdict with the recorded one. With `--rules DIR` the comparison shows what that ruleset
 //! would have decided for the same inputs.
 
-use super::check::{load_config, CheckArgs, CheckReport};
+use super::offline::{score, CheckReport, Inputs};
+use crate::config::Config;
 use crate::dns::replay::ReplayDns;
+use crate::pipeline::{Pipeline, ScoreCard, Stage};
 use crate::records::{Record, RecordDir};
+use crate::verdict::Verdict;
 use anyhow::{bail, Context as _};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Symbols that come from state the record does not hold (the store's greylisting and rate
 /// counts, the classifier's model as it was then): a replay runs without them and leaves
@@ -30,6 +35,37 @@ const STATEFUL: &[&str] = &[
 /// Scores within this are the same (records keep scores as computed, sums may round).
 const SCORE_EPSILON: f64 = 0.005;
 
+/// Replays a record: the recorded SMTP facts and message through `pipeline`.
+async fn score_record(
+    pipeline: &Arc<Pipeline>,
+    config: &Config,
+    record: &crate::records::Record,
+    raw: Option<&[u8]>,
+) -> anyhow::Result<(Verdict, ScoreCard)> {
+    let client: SocketAddr = record
+        .client
+        .parse()
+        .with_context(|| format!("record: client {:?} is not an IP:port", record.client))?;
+    let until = match record.stage.as_str() {
+        "connect" => Stage::Connect,
+        "mail" => Stage::Mail,
+        "rcpt" => Stage::Rcpt,
+        "data" => Stage::Data,
+        other => bail!("record: unknown stage {other:?}"),
+    };
+    // A refused recipient was never added to the envelope; it is checked last, as it was.
+    let mut rcpts = record.rcpts.clone();
+    rcpts.extend(record.refused_rcpt.iter().cloned());
+    let inputs = Inputs {
+        client_ip: Some(client.ip()),
+        helo: record.helo.as_deref(),
+        mail_from: (until != Stage::Connect).then_some(record.mail_from.as_str()),
+        rcpt: &rcpts,
+    };
+    let scored = score(pipeline, config, &inputs, raw, until).await?;
+    Ok((scored.decision.verdict, scored.card))
+}
+
 /// One symbol whose presence or score differs.
 #[derive(Debug, Clone, PartialEq)]
 struct Change {
@@ -39,7 +75,7 @@ struct Change {
 }
 
 /// Replays `path`. Exit code 0 when the verdict is reproduced, 1 when it differs.
-pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
+pub async fn run(mut config: Config, path: &Path, json: bool) -> anyhow::Result<CheckReport> {
     let (record, message) = RecordDir::read_file(path)?;
     if message.is_none() && record.stage == "data" {
         bail!(
@@ -51,16 +87,17 @@ pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
     let server = ReplayDns::start(record.dns.clone())
         .await
         .context("starting the replay DNS server on 127.0.0.1")?;
-    let mut config = load_config(args)?;
     config.dns.nameservers = vec![server.addr.to_string()];
     // Unrecorded names get SERVFAIL at once; one attempt keeps a replay from retrying them.
     config.dns.attempts = 1;
     let hostname = config.hostname();
     // No store and no model: what they said depended on state the record does not hold.
-    let pipeline =
-        crate::app::build_pipeline(&config, &hostname, &crate::app::State::default())?;
-    let (verdict, card) =
-        super::check::score_record(&pipeline, &config, &record, message.as_deref()).await?;
+    let pipeline = Arc::new(crate::app::build_pipeline(
+        &config,
+        &hostname,
+        &crate::app::State::default(),
+    )?);
+    let (verdict, card) = score_record(&pipeline, &config, &record, message.as_deref()).await?;
     drop(server);
 
     let recorded: BTreeMap<&str, f64> = record
@@ -96,7 +133,7 @@ pub async fn run(args: &CheckArgs, path: &Path) -> anyhow::Result<CheckReport> {
         && (verdict.score - recorded_score).abs() < SCORE_EPSILON;
     let same_ruleset = pipeline.ruleset() == record.ruleset;
 
-    let output = if args.json {
+    let output = if json {
         let changes: Vec<_> = changes
             .iter()
             .map(|c| json!({"name": c.name, "recorded": c.recorded, "replayed": c.replayed}))

@@ -4,8 +4,8 @@
 pub mod proxy_protocol;
 pub mod shutdown;
 
-use crate::session::{Session, SessionShared};
 use crate::listener::shutdown::DrainGuard;
+use crate::session::{Session, SessionShared};
 use crate::smtp::reply::{self, ReplyConst};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -167,7 +167,8 @@ pub async fn accept_loop(
         let starter = starter.clone();
         tokio::spawn(async move {
             let mut tcp = tcp;
-            match crate::listener::proxy_protocol::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
+            match crate::listener::proxy_protocol::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await
+            {
                 Ok(crate::listener::proxy_protocol::Proxied::Client {
                     source,
                     destination,
@@ -175,7 +176,9 @@ pub async fn accept_loop(
                     tracing::debug!(balancer = %peer, client = %source, "PROXY header");
                     starter.start(tcp, source, destination);
                 }
-                Ok(crate::listener::proxy_protocol::Proxied::Local) => starter.start(tcp, peer, local),
+                Ok(crate::listener::proxy_protocol::Proxied::Local) => {
+                    starter.start(tcp, peer, local)
+                }
                 Err(e) => {
                     crate::metrics::METRICS
                         .sessions
@@ -220,7 +223,9 @@ impl Starter {
                 let record_dns = self.shared.records.is_some();
                 tokio::spawn(async move {
                     if record_dns {
-                        crate::dns::journal::Journal::new().scope(session.run()).await;
+                        crate::dns::journal::Journal::new()
+                            .scope(session.run())
+                            .await;
                     } else {
                         session.run().await;
                     }

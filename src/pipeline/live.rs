@@ -91,4 +91,3 @@ fn publish_ruleset(digest: &str) {
     info.reset();
     info.with_label_values(&[digest]).set(1);
 }
-

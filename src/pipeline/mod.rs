@@ -5,6 +5,7 @@
 //! in, so adding a check never touches this file or the session.
 
 pub mod context;
+pub mod driver;
 pub mod envelope;
 pub mod live;
 pub mod timings;

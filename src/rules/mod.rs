@@ -223,4 +223,3 @@ impl From<crate::config::lists::ListError> for RulesError {
         }
     }
 }
-

@@ -4,9 +4,9 @@
 //! RFC 2920 3.1: replies to pipelined commands are flushed only when the input buffer has no
 //! further complete command, so a pipelined group gets its replies in one write.
 
+use crate::net::stream::Stream;
 use crate::smtp::data::{DataReader, Feed};
 use crate::smtp::reply::Reply;
-use crate::net::stream::Stream;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,9 +8,9 @@
 mod reply_reader;
 
 use crate::config::{split_host_port, Forwarding, UpstreamConfig};
+use crate::net::stream::Stream;
 use crate::smtp::extensions::UpstreamCapabilities;
 use crate::smtp::reply::Reply;
-use crate::net::stream::Stream;
 use reply_reader::ReplyReader;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;

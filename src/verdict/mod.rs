@@ -5,8 +5,8 @@ pub mod card;
 pub mod headers;
 
 use crate::config::VerdictConfig;
-use card::{Action, ScoreCard, Stage};
 use crate::smtp::reply::{self, Reply};
+use card::{Action, ScoreCard, Stage};
 
 /// What to do with the transaction and what to answer.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,8 @@ pub mod dns;
 pub mod redis;
 pub mod sink;
 
-use moat::config::Config;
 use moat::app::Server;
+use moat::config::Config;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Once;
