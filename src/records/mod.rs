@@ -131,8 +131,8 @@ impl Recorder {
     }
 
     /// Whether a transaction that ended with `action` gets a record (accepted ones by sample).
-    pub fn wants(&self, action: crate::pipeline::Action) -> bool {
-        use crate::pipeline::Action;
+    pub fn wants(&self, action: crate::verdict::card::Action) -> bool {
+        use crate::verdict::card::Action;
         match action {
             Action::Reject => self.rejected,
             Action::Tempfail => self.tempfailed,

@@ -78,7 +78,7 @@ pub fn decide(card: &ScoreCard, config: &VerdictConfig, stage: Stage) -> Verdict
         .filter_map(|s| s.forced.as_ref().map(|f| (f, s)))
         .fold(
             None,
-            |best: Option<(&crate::pipeline::Forced, &crate::pipeline::Symbol)>, cur| match best {
+            |best: Option<(&card::Forced, &card::Symbol)>, cur| match best {
                 Some(b) if b.0.action >= cur.0.action => Some(b),
                 _ => Some(cur),
             },
@@ -122,7 +122,7 @@ pub fn decide(card: &ScoreCard, config: &VerdictConfig, stage: Stage) -> Verdict
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Symbol;
+    use crate::verdict::card::Symbol;
 
     fn sym(name: &str, score: f64) -> Symbol {
         Symbol {

@@ -310,3 +310,69 @@ async fn only_refused_transactions_are_recorded_by_default_and_replay_needs_the_
     let err = run(&args).await.expect_err("no message");
     assert!(err.to_string().contains("no message next to it"), "{err:#}");
 }
+
+/// The allow-list short-circuit is the transaction driver's, so `serve` and `--replay` agree:
+/// an allow-listed client's later checks are skipped live, and skipped in the replay too.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allow_listed_client_gets_the_same_score_card_live_and_in_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records_dir = dir.path().join("records");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(rules.join("lists")).expect("mkdir");
+    std::fs::copy(
+        fixtures().join("rules-dnsbl/dnsbl.toml"),
+        rules.join("dnsbl.toml"),
+    )
+    .expect("copy");
+    std::fs::write(rules.join("lists/allow_ip.txt"), "127.0.0.3\n").expect("write list");
+    let dns = TestDns::fixtures(Vec::new()).await;
+    let sink = Sink::start().await;
+    let mut config: Option<Config> = None;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .dns(dns.addr)
+        .with(|c| {
+            c.rules.dir = Some(rules.clone());
+            c.records.enabled = true;
+            c.records.dir = records_dir.clone();
+            c.records.accepted_sample = 1.0;
+            config = Some(c.clone());
+        })
+        .start()
+        .await;
+    let config = config.expect("config");
+
+    // A listed sender domain and listed links: refused from any other client (see above).
+    let mut c = Client::connect_from(moat.addr, "127.0.0.3").await;
+    assert_eq!(c.cmd("EHLO spammer.example").await.code, 250);
+    let spam =
+        crlf("From: x@spammer.example\nSubject: deal\n\nSee http://evil-links.example/offer now\n");
+    let r = c
+        .send_message("x@spammer.example", &["bob@rcpt.test"], &spam)
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    c.cmd("QUIT").await;
+
+    let records = wait_for(&RecordDir::records(&config.records), 1).await;
+    let [live] = records.as_slice() else {
+        panic!("one record expected: {records:#?}")
+    };
+    assert_eq!(live.action, "accept", "{live:?}");
+    assert!(has(live, "ALLOWLIST_IP"), "{live:?}");
+    for skipped in ["DBL_TEST", "URIBL_TEST_BLACK"] {
+        assert!(
+            !has(live, skipped),
+            "{skipped} ran after the allow entry: {live:?}"
+        );
+    }
+
+    drop(moat);
+    drop(dns);
+    let path = records_dir.join(format!("{}.json", live.id));
+    let (v, code) = replay(&path, &replay_config(dir.path(), &rules), None).await;
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["identical"], true, "{v:#}");
+    assert_eq!(v["changes"], serde_json::json!([]), "{v:#}");
+    assert_eq!(v["replayed"]["action"], "accept", "{v:#}");
+    assert_eq!(v["replayed"]["score"], live.score, "{v:#}");
+}
