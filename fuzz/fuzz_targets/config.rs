@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = moat::rules::dnsbl::parse(&text, "dnsbl.toml");
         }
         4 => {
-            let _ = moat::rules::lists::parse(&text, "list", which & 0x80 != 0);
+            let _ = moat::config::lists::parse(&text, "list", which & 0x80 != 0);
         }
         _ => {
             let _ = moat::rules::meta::parse(&text);

@@ -2,7 +2,7 @@
 //! listeners; and stops it with a drain.
 
 mod build;
-pub mod reload;
+pub(crate) mod reload;
 
 pub use build::{build_offline_pipeline, build_pipeline, upstream_settings, StartError, State};
 

@@ -8,13 +8,13 @@
 //! SPF, DKIM, ARC and DMARC are evaluated by moat (each file says why); reverse DNS and the
 //! Authentication-Results entries for it and for SPF still come from mail-auth.
 
-pub mod arc;
-pub mod dkim;
-pub mod dmarc;
-pub mod from;
-pub mod iprev;
-pub mod signature;
-pub mod spf;
+pub(crate) mod arc;
+pub(crate) mod dkim;
+pub(crate) mod dmarc;
+pub(crate) mod from;
+pub(crate) mod iprev;
+pub(crate) mod signature;
+pub(crate) mod spf;
 
 pub use arc::{check_arc, ArcResult};
 pub use dkim::{check_dkim, DkimCheck};

@@ -8,8 +8,8 @@
 //! matches `ptr` and expands macros differently from the RFC, and does not count void
 //! lookups. The openspf suite (`tests/it/conformance.rs`) holds this module to the RFC.
 
-pub mod macros;
-pub mod record;
+pub(crate) mod macros;
+pub(crate) mod record;
 
 use super::Outcome;
 use crate::dns::{Answer, Dns};

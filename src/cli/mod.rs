@@ -5,6 +5,6 @@ pub mod corpus;
 pub mod eval;
 pub mod learn;
 pub mod lint;
-pub mod offline;
+mod offline;
 pub mod quarantine;
-pub mod replay;
+pub(crate) mod replay;

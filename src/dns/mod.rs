@@ -3,8 +3,8 @@
 //! hickory's and mail-auth's generic types stop here.
 
 pub mod journal;
-pub mod meter;
-pub mod replay;
+pub(crate) mod meter;
+pub(crate) mod replay;
 
 mod lenient;
 

@@ -2,7 +2,7 @@
 //! and spawns one `Session` per connection.
 
 pub mod proxy_protocol;
-pub mod shutdown;
+pub(crate) mod shutdown;
 
 use crate::listener::shutdown::DrainGuard;
 use crate::session::{Session, SessionShared};

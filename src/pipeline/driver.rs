@@ -84,11 +84,6 @@ impl Driver {
         &self.pipeline
     }
 
-    /// Thresholds, reply texts, shadow mode.
-    pub fn verdict_config(&self) -> &VerdictConfig {
-        &self.verdict
-    }
-
     /// The symbols so far.
     pub fn card(&self) -> &ScoreCard {
         &self.card

@@ -5,10 +5,10 @@
 //! in, so adding a check never touches this file or the session.
 
 pub mod context;
-pub mod driver;
+pub(crate) mod driver;
 pub mod envelope;
-pub mod live;
-pub mod timings;
+pub(crate) mod live;
+pub(crate) mod timings;
 
 pub use crate::verdict::card::{Action, Forced, ScoreCard, Stage, Symbol};
 pub use context::{Context, MessageInput};

@@ -4,7 +4,7 @@
 pub mod dnsbl;
 pub mod engine;
 pub mod lists;
-pub mod message;
+pub(crate) mod message;
 pub mod meta;
 pub mod symbols;
 

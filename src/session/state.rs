@@ -46,6 +46,7 @@ impl Default for SessionState {
 
 impl SessionState {
     /// The current phase.
+    #[cfg(test)]
     pub fn phase(&self) -> Phase {
         self.phase
     }

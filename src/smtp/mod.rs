@@ -2,9 +2,9 @@
 //! dot-stuffing.
 //! Nothing here touches a socket, a file or the clock; everything is unit-tested on bytes.
 
-pub mod address;
+pub(crate) mod address;
 pub mod command;
 pub mod data;
-pub mod dot_stuff;
-pub mod extensions;
-pub mod reply;
+pub(crate) mod dot_stuff;
+pub(crate) mod extensions;
+pub(crate) mod reply;

@@ -417,11 +417,6 @@ impl Upstream {
         Ok(())
     }
 
-    /// What this upstream session offered after the last EHLO.
-    pub fn capabilities(&self) -> &UpstreamCapabilities {
-        &self.caps
-    }
-
     /// True when this session came from the pool and has not answered a command since: a
     /// failure on it may only mean the MTA closed it while idle.
     pub fn is_untried_from_pool(&self) -> bool {

@@ -2,7 +2,7 @@
 //! clock, unit-tested on values.
 
 pub mod card;
-pub mod headers;
+pub(crate) mod headers;
 
 use crate::config::VerdictConfig;
 use crate::smtp::reply::{self, Reply};

@@ -213,6 +213,7 @@ impl MacroString {
     }
 
     /// True when the string has no macros (it expands to itself).
+    #[cfg(test)]
     pub fn is_literal(&self) -> bool {
         self.0.iter().all(|i| matches!(i, MacroItem::Literal(_)))
     }
