@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak run of the fault-injection scenarios (tests/it/faults.rs) with more messages: 50
+# Soak run of the fault-injection scenarios (tests/it/app/faults.rs) with more messages: 50
 # senders x PER_SENDER messages per scenario (default 200: 10,000 per scenario), release
 # build. Prints one line per scenario with what the clients were told and what the MTA holds;
 # a broken invariant fails the run.

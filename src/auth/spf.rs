@@ -6,7 +6,7 @@
 //! that RFC 7208 makes a permerror (bad prefix lengths, invalid domain-specs, unknown
 //! modifiers' syntax, redirect errors), does not treat IPv4-mapped IPv6 clients as IPv4,
 //! matches `ptr` and expands macros differently from the RFC, and does not count void
-//! lookups. The openspf suite (`tests/it/conformance.rs`) holds this module to the RFC.
+//! lookups. The openspf suite (`tests/it/auth/conformance/spf.rs`) holds this module to the RFC.
 
 pub(crate) mod macros;
 pub(crate) mod record;

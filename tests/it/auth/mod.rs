@@ -1,0 +1,5 @@
+//! Sender authentication: SPF, DKIM, ARC, DMARC, the author, the public suites and spoofing cases.
+
+mod conformance;
+mod methods;
+mod spoofing;

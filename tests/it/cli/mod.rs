@@ -1,0 +1,3 @@
+//! The offline commands.
+
+mod eval;

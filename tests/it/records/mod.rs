@@ -1,0 +1,4 @@
+//! Transaction records, exact replay, and the quarantine.
+
+mod quarantine;
+mod replay;

@@ -1,0 +1,3 @@
+//! The state store's backends.
+
+mod backends;

@@ -1,0 +1,3 @@
+//! The MTA side: every way the upstream can fail, and what the client hears.
+
+mod failures;

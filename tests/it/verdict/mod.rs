@@ -1,0 +1,3 @@
+//! Scores into actions and replies, and the fields moat adds.
+
+mod decisions;
