@@ -4,7 +4,7 @@
 //! RFC 8617 5.2 says `fail`, passes SHA-1 seals, seals with duplicate tags and message
 //! signatures whose `h=` covers ARC-Seal, and reads a missing `c=` as relaxed. A chain that
 //! wrongly passes lets a trusted sealer's forgiveness of DMARC apply to a forgery, so every
-//! deviation here errs towards `fail`. The ValiMail suite (`tests/it/conformance/arc.rs`)
+//! deviation here errs towards `fail`. The ValiMail suite (`tests/it/auth/conformance/arc.rs`)
 //! holds this module to the RFC.
 
 use super::signature::{self, Algorithm, Canon, Field, KeyError, Tags};
