@@ -6,7 +6,7 @@
 
 use crate::auth::{dmarc::organizational, Outcome};
 use crate::config::lists::NameList;
-use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Action, Context, Stage, StageCheck, Symbol};
 use crate::rules::lists::{ListTarget, Lists};
 use crate::rules::SymbolTable;
 use std::sync::Arc;
@@ -44,67 +44,59 @@ fn domain_of(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
-impl Check for AllowSender {
-    fn name(&self) -> &'static str {
-        "allow_sender"
-    }
+impl StageCheck for AllowSender {
+    const NAME: &'static str = "allow_sender";
+    const STAGE: Stage = Stage::Data;
 
-    fn stage(&self) -> Stage {
-        Stage::Data
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(allow) = self.allow() else {
-                return Vec::new();
-            };
-            let spf_domain = ctx
-                .auth
-                .spf
-                .as_ref()
-                .filter(|s| s.mail_from.outcome == Outcome::Pass)
-                .map(|s| s.mail_from.domain.to_ascii_lowercase());
-            let dkim_domains: Vec<String> = ctx
-                .auth
-                .message
-                .iter()
-                .flat_map(|m| m.dkim.iter())
-                .filter(|d| d.outcome == Outcome::Pass)
-                .map(|d| organizational(&d.domain))
-                .collect();
-            let sender = ctx.envelope.sender.as_deref().filter(|s| !s.is_empty());
-            let author = ctx
-                .auth
-                .message
-                .as_ref()
-                .and_then(|m| m.author.address.as_deref());
-            let dkim_for =
-                |address: &str| dkim_domains.contains(&organizational(&domain_of(address)));
-            let mut hits = Vec::new();
-            if let Some(s) = sender {
-                if spf_domain.as_deref() == Some(domain_of(s).as_str()) {
-                    hits.push((s, "SPF"));
-                } else if dkim_for(s) {
-                    hits.push((s, "DKIM"));
-                }
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(allow) = self.allow() else {
+            return Vec::new();
+        };
+        let spf_domain = ctx
+            .auth
+            .spf
+            .as_ref()
+            .filter(|s| s.mail_from.outcome == Outcome::Pass)
+            .map(|s| s.mail_from.domain.to_ascii_lowercase());
+        let dkim_domains: Vec<String> = ctx
+            .auth
+            .message
+            .iter()
+            .flat_map(|m| m.dkim.iter())
+            .filter(|d| d.outcome == Outcome::Pass)
+            .map(|d| organizational(&d.domain))
+            .collect();
+        let sender = ctx.envelope.sender.as_deref().filter(|s| !s.is_empty());
+        let author = ctx
+            .auth
+            .message
+            .as_ref()
+            .and_then(|m| m.author.address.as_deref());
+        let dkim_for = |address: &str| dkim_domains.contains(&organizational(&domain_of(address)));
+        let mut hits = Vec::new();
+        if let Some(s) = sender {
+            if spf_domain.as_deref() == Some(domain_of(s).as_str()) {
+                hits.push((s, "SPF"));
+            } else if dkim_for(s) {
+                hits.push((s, "DKIM"));
             }
-            if let Some(a) = author {
-                if dkim_for(a) {
-                    hits.push((a, "DKIM"));
-                }
+        }
+        if let Some(a) = author {
+            if dkim_for(a) {
+                hits.push((a, "DKIM"));
             }
-            for (address, how) in hits {
-                if let Some(entry) = allow.match_name(address) {
-                    return vec![Symbol::new(
-                        &self.table,
-                        "ALLOWLIST_SENDER",
-                        Stage::Data,
-                        Some(format!("{entry} ({address}, {how} pass)")),
-                    )
-                    .absolute(Action::Accept, None)];
-                }
+        }
+        for (address, how) in hits {
+            if let Some(entry) = allow.match_name(address) {
+                return vec![Symbol::new(
+                    &self.table,
+                    "ALLOWLIST_SENDER",
+                    Stage::Data,
+                    Some(format!("{entry} ({address}, {how} pass)")),
+                )
+                .absolute(Action::Accept, None)];
             }
-            Vec::new()
-        })
+        }
+        Vec::new()
     }
 }

@@ -2,7 +2,7 @@
 //! applied by the DMARC check, which is the result they may override.
 
 use crate::auth::Outcome;
-use crate::pipeline::{Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use std::sync::Arc;
 
@@ -27,33 +27,26 @@ impl ArcCheck {
     }
 }
 
-impl Check for ArcCheck {
-    fn name(&self) -> &'static str {
-        "arc"
-    }
+impl StageCheck for ArcCheck {
+    const NAME: &'static str = "arc";
+    const STAGE: Stage = Stage::Data;
 
-    fn stage(&self) -> Stage {
-        Stage::Data
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(m) = &ctx.auth.message else {
-                return Vec::new();
-            };
-            let name = match m.arc.outcome {
-                Outcome::Pass => "ARC_ALLOW",
-                Outcome::None => "ARC_NONE",
-                Outcome::TempError => "ARC_TEMPERROR",
-                Outcome::PermError => "ARC_PERMERROR",
-                Outcome::Fail | Outcome::Neutral | Outcome::SoftFail => "ARC_REJECT",
-            };
-            let detail = match (&m.arc.last_sealer, &m.arc.detail) {
-                (Some(s), Some(d)) => Some(format!("{s}: {d}")),
-                (Some(s), None) => Some(s.clone()),
-                (None, d) => d.clone(),
-            };
-            vec![Symbol::new(&self.table, name, Stage::Data, detail)]
-        })
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(m) = &ctx.auth.message else {
+            return Vec::new();
+        };
+        let name = match m.arc.outcome {
+            Outcome::Pass => "ARC_ALLOW",
+            Outcome::None => "ARC_NONE",
+            Outcome::TempError => "ARC_TEMPERROR",
+            Outcome::PermError => "ARC_PERMERROR",
+            Outcome::Fail | Outcome::Neutral | Outcome::SoftFail => "ARC_REJECT",
+        };
+        let detail = match (&m.arc.last_sealer, &m.arc.detail) {
+            (Some(s), Some(d)) => Some(format!("{s}: {d}")),
+            (Some(s), None) => Some(s.clone()),
+            (None, d) => d.clone(),
+        };
+        vec![Symbol::new(&self.table, name, Stage::Data, detail)]
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::bayes::{self, Model};
 use crate::config::{BayesConfig, StoreFailure};
-use crate::pipeline::{Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use std::sync::Arc;
 
@@ -78,45 +78,38 @@ pub fn describe(v: &bayes::Classification) -> String {
     )
 }
 
-impl Check for Bayes {
-    fn name(&self) -> &'static str {
-        "bayes"
-    }
+impl StageCheck for Bayes {
+    const NAME: &'static str = "bayes";
+    const STAGE: Stage = Stage::Data;
 
-    fn stage(&self) -> Stage {
-        Stage::Data
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(message) = ctx.message else {
-                return Vec::new();
-            };
-            let tokens = bayes::tokens::tokens(message.parsed);
-            let counts = match self.model.counts(&tokens).await {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Model::Store(store) = &self.model {
-                        let mut s =
-                            super::store_failed(&self.table, store, self.on_failure, "bayes", &e);
-                        s.stage = Stage::Data;
-                        return vec![s];
-                    }
-                    return Vec::new();
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(message) = ctx.message else {
+            return Vec::new();
+        };
+        let tokens = bayes::tokens::tokens(message.parsed);
+        let counts = match self.model.counts(&tokens).await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Model::Store(store) = &self.model {
+                    let mut s =
+                        super::store_failed(&self.table, store, self.on_failure, "bayes", &e);
+                    s.stage = Stage::Data;
+                    return vec![s];
                 }
-            };
-            if !bayes::trained(&counts, &self.config) {
                 return Vec::new();
             }
-            let verdict = bayes::classify(&counts, &tokens);
-            crate::metrics::METRICS
-                .bayes_probability
-                .observe(verdict.probability);
-            band(verdict.probability)
-                .map(|name| Symbol::new(&self.table, name, Stage::Data, Some(describe(&verdict))))
-                .into_iter()
-                .collect()
-        })
+        };
+        if !bayes::trained(&counts, &self.config) {
+            return Vec::new();
+        }
+        let verdict = bayes::classify(&counts, &tokens);
+        crate::metrics::METRICS
+            .bayes_probability
+            .observe(verdict.probability);
+        band(verdict.probability)
+            .map(|name| Symbol::new(&self.table, name, Stage::Data, Some(describe(&verdict))))
+            .into_iter()
+            .collect()
     }
 }
 

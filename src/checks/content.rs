@@ -2,7 +2,7 @@
 //! message was received, a From display name that carries another domain's address, and HTML
 //! links whose visible text names a different domain than their target.
 
-use crate::pipeline::{Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use regex::Regex;
 use std::sync::{Arc, OnceLock};
@@ -161,106 +161,97 @@ fn link_mismatch(html: &str) -> Option<String> {
     None
 }
 
-impl Check for Content {
-    fn name(&self) -> &'static str {
-        "content"
-    }
+impl StageCheck for Content {
+    const NAME: &'static str = "content";
+    const STAGE: Stage = Stage::Data;
 
-    fn stage(&self) -> Stage {
-        Stage::Data
-    }
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(m) = ctx.message else {
+            return Vec::new();
+        };
+        let p = m.parsed;
+        let sym =
+            |name: &str, detail: String| Symbol::new(&self.table, name, Stage::Data, Some(detail));
+        let mut out = Vec::new();
 
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(m) = ctx.message else {
-                return Vec::new();
-            };
-            let p = m.parsed;
-            let sym = |name: &str, detail: String| {
-                Symbol::new(&self.table, name, Stage::Data, Some(detail))
-            };
-            let mut out = Vec::new();
-
-            // Date against the newest Received hop (not the clock: old mail replayed later is
-            // not suspicious, a Date far from its own delivery is).
-            let date_present = p
-                .root_part()
-                .headers()
-                .iter()
-                .any(|h| h.name() == mail_parser::HeaderName::Date);
-            match (p.date(), p.all_received().find_map(|r| r.date())) {
-                (Some(date), Some(received)) => {
-                    let delta = received.to_timestamp() - date.to_timestamp();
-                    if delta > PAST_SECS {
-                        out.push(sym(
-                            "HDR_DATE_PAST",
-                            format!("{} days before delivery", delta / 86_400),
-                        ));
-                    } else if -delta > FUTURE_SECS {
-                        out.push(sym(
-                            "HDR_DATE_FUTURE",
-                            format!("{} hours after delivery", -delta / 3600),
-                        ));
-                    }
-                }
-                (None, _) if date_present => {
-                    out.push(sym("HDR_DATE_MALFORMED", "unparsable Date".into()))
-                }
-                _ => {}
-            }
-
-            // From: "support@bank.example" <x@elsewhere.example>
-            if let Some(mb) = p.from().and_then(|a| a.first()) {
-                if let (Some(name), Some(addr)) = (mb.name(), mb.address()) {
-                    let in_name = name
-                        .split(|c: char| {
-                            c.is_whitespace()
-                                || matches!(c, '<' | '>' | '(' | ')' | '"' | '\'' | ',')
-                        })
-                        .find(|w| w.contains('@'))
-                        .and_then(|w| w.rsplit_once('@'))
-                        .and_then(|(_, d)| registrable(d));
-                    let actual = addr.rsplit_once('@').and_then(|(_, d)| registrable(d));
-                    if let (Some(shown), Some(real)) = (in_name, actual) {
-                        if shown != real {
-                            out.push(sym(
-                                "HDR_FROM_NAME_SPOOF",
-                                format!("name shows {shown}, address is at {real}"),
-                            ));
-                        }
-                    }
+        // Date against the newest Received hop (not the clock: old mail replayed later is
+        // not suspicious, a Date far from its own delivery is).
+        let date_present = p
+            .root_part()
+            .headers()
+            .iter()
+            .any(|h| h.name() == mail_parser::HeaderName::Date);
+        match (p.date(), p.all_received().find_map(|r| r.date())) {
+            (Some(date), Some(received)) => {
+                let delta = received.to_timestamp() - date.to_timestamp();
+                if delta > PAST_SECS {
+                    out.push(sym(
+                        "HDR_DATE_PAST",
+                        format!("{} days before delivery", delta / 86_400),
+                    ));
+                } else if -delta > FUTURE_SECS {
+                    out.push(sym(
+                        "HDR_DATE_FUTURE",
+                        format!("{} hours after delivery", -delta / 3600),
+                    ));
                 }
             }
+            (None, _) if date_present => {
+                out.push(sym("HDR_DATE_MALFORMED", "unparsable Date".into()))
+            }
+            _ => {}
+        }
 
-            if let Some(mb) = p.from().and_then(|a| a.first()) {
-                if let (Some(name), Some((_, domain))) =
-                    (mb.name(), mb.address().and_then(|a| a.rsplit_once('@')))
-                {
-                    if let Some(brand) = brand_mismatch(name, domain) {
+        // From: "support@bank.example" <x@elsewhere.example>
+        if let Some(mb) = p.from().and_then(|a| a.first()) {
+            if let (Some(name), Some(addr)) = (mb.name(), mb.address()) {
+                let in_name = name
+                    .split(|c: char| {
+                        c.is_whitespace() || matches!(c, '<' | '>' | '(' | ')' | '"' | '\'' | ',')
+                    })
+                    .find(|w| w.contains('@'))
+                    .and_then(|w| w.rsplit_once('@'))
+                    .and_then(|(_, d)| registrable(d));
+                let actual = addr.rsplit_once('@').and_then(|(_, d)| registrable(d));
+                if let (Some(shown), Some(real)) = (in_name, actual) {
+                    if shown != real {
                         out.push(sym(
-                            "HDR_FROM_BRAND_MISMATCH",
-                            format!("name says {brand}, address is at {domain}"),
+                            "HDR_FROM_NAME_SPOOF",
+                            format!("name shows {shown}, address is at {real}"),
                         ));
                     }
                 }
             }
+        }
 
-            for part in p.parts().filter(|x| x.is_text()) {
-                let is_html = part
-                    .content_type()
-                    .is_some_and(|ct| ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("html")));
-                if !is_html {
-                    continue;
-                }
-                if let Some(html) = part.text() {
-                    if let Some(d) = link_mismatch(&html) {
-                        out.push(sym("HTML_LINK_MISMATCH", d));
-                        break;
-                    }
+        if let Some(mb) = p.from().and_then(|a| a.first()) {
+            if let (Some(name), Some((_, domain))) =
+                (mb.name(), mb.address().and_then(|a| a.rsplit_once('@')))
+            {
+                if let Some(brand) = brand_mismatch(name, domain) {
+                    out.push(sym(
+                        "HDR_FROM_BRAND_MISMATCH",
+                        format!("name says {brand}, address is at {domain}"),
+                    ));
                 }
             }
-            out
-        })
+        }
+
+        for part in p.parts().filter(|x| x.is_text()) {
+            let is_html = part
+                .content_type()
+                .is_some_and(|ct| ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("html")));
+            if !is_html {
+                continue;
+            }
+            if let Some(html) = part.text() {
+                if let Some(d) = link_mismatch(&html) {
+                    out.push(sym("HTML_LINK_MISMATCH", d));
+                    break;
+                }
+            }
+        }
+        out
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::auth::Outcome;
 use crate::config::{AuthConfig, DnsFailure};
-use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Action, Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use crate::smtp::reply;
 use std::sync::Arc;
@@ -35,78 +35,69 @@ impl Dkim {
     }
 }
 
-impl Check for Dkim {
-    fn name(&self) -> &'static str {
-        "dkim"
-    }
+impl StageCheck for Dkim {
+    const NAME: &'static str = "dkim";
+    const STAGE: Stage = Stage::Data;
 
-    fn stage(&self) -> Stage {
-        Stage::Data
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(m) = &ctx.auth.message else {
-                return Vec::new();
-            };
-            if m.dkim.is_empty() {
-                return vec![Symbol::new(&self.table, "DKIM_NONE", Stage::Data, None)];
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(m) = &ctx.auth.message else {
+            return Vec::new();
+        };
+        if m.dkim.is_empty() {
+            return vec![Symbol::new(&self.table, "DKIM_NONE", Stage::Data, None)];
+        }
+        let mut out: Vec<Symbol> = Vec::new();
+        for (name, kinds) in [
+            ("DKIM_ALLOW", &[Outcome::Pass][..]),
+            // RFC 6376 6.3: a body hash mismatch or bad signature; mail-auth calls the
+            // former neutral, admins see both as a signature that did not verify.
+            ("DKIM_REJECT", &[Outcome::Fail, Outcome::Neutral][..]),
+            ("DKIM_TEMPERROR", &[Outcome::TempError][..]),
+            ("DKIM_PERMERROR", &[Outcome::PermError][..]),
+        ] {
+            let hits: Vec<String> = m
+                .dkim
+                .iter()
+                .filter(|d| kinds.contains(&d.outcome))
+                .map(|d| match &d.detail {
+                    Some(why) => format!("{} ({why})", d.domain),
+                    None => d.domain.clone(),
+                })
+                .collect();
+            if !hits.is_empty() {
+                out.push(Symbol::new(
+                    &self.table,
+                    name,
+                    Stage::Data,
+                    Some(hits.join(", ")),
+                ));
             }
-            let mut out: Vec<Symbol> = Vec::new();
-            for (name, kinds) in [
-                ("DKIM_ALLOW", &[Outcome::Pass][..]),
-                // RFC 6376 6.3: a body hash mismatch or bad signature; mail-auth calls the
-                // former neutral, admins see both as a signature that did not verify.
-                ("DKIM_REJECT", &[Outcome::Fail, Outcome::Neutral][..]),
-                ("DKIM_TEMPERROR", &[Outcome::TempError][..]),
-                ("DKIM_PERMERROR", &[Outcome::PermError][..]),
-            ] {
-                let hits: Vec<String> = m
-                    .dkim
-                    .iter()
-                    .filter(|d| kinds.contains(&d.outcome))
-                    .map(|d| match &d.detail {
-                        Some(why) => format!("{} ({why})", d.domain),
-                        None => d.domain.clone(),
-                    })
-                    .collect();
-                if !hits.is_empty() {
-                    out.push(Symbol::new(
-                        &self.table,
-                        name,
-                        Stage::Data,
-                        Some(hits.join(", ")),
-                    ));
-                }
-            }
-            let any_pass = m.dkim.iter().any(|d| d.outcome == Outcome::Pass);
-            let authenticated = any_pass || m.dmarc.outcome == Outcome::Pass;
-            let force = |out: &mut Vec<Symbol>,
-                         name: &str,
-                         action: Action,
-                         r: crate::smtp::reply::Reply| {
+        }
+        let any_pass = m.dkim.iter().any(|d| d.outcome == Outcome::Pass);
+        let authenticated = any_pass || m.dmarc.outcome == Outcome::Pass;
+        let force =
+            |out: &mut Vec<Symbol>, name: &str, action: Action, r: crate::smtp::reply::Reply| {
                 if let Some(sym) = out.iter_mut().find(|s| s.name == name) {
                     *sym = sym.clone().forcing(action, Some(r));
                 }
             };
-            if !authenticated && self.dns_failure == DnsFailure::Tempfail {
-                force(
-                    &mut out,
-                    "DKIM_TEMPERROR",
-                    Action::Tempfail,
-                    reply::AUTH_DNS_TEMPFAIL.reply(),
-                );
-            }
-            // RFC 7372 3.1: 5.7.20, no passing DKIM signature was found.
-            if !any_pass && self.reject_on_fail {
-                force(
-                    &mut out,
-                    "DKIM_REJECT",
-                    Action::Reject,
-                    reply::DKIM_REJECT.reply(),
-                );
-            }
-            out
-        })
+        if !authenticated && self.dns_failure == DnsFailure::Tempfail {
+            force(
+                &mut out,
+                "DKIM_TEMPERROR",
+                Action::Tempfail,
+                reply::AUTH_DNS_TEMPFAIL.reply(),
+            );
+        }
+        // RFC 7372 3.1: 5.7.20, no passing DKIM signature was found.
+        if !any_pass && self.reject_on_fail {
+            force(
+                &mut out,
+                "DKIM_REJECT",
+                Action::Reject,
+                reply::DKIM_REJECT.reply(),
+            );
+        }
+        out
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::auth::Outcome;
 use crate::config::{GreylistConfig, StoreFailure};
-use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Action, Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::store::{Store, StoreError};
@@ -159,34 +159,27 @@ fn network(ip: IpAddr, config: &GreylistConfig) -> String {
     }
 }
 
-impl Check for Greylist {
-    fn name(&self) -> &'static str {
-        "greylist"
-    }
+impl StageCheck for Greylist {
+    const NAME: &'static str = "greylist";
+    const STAGE: Stage = Stage::Rcpt;
 
-    fn stage(&self) -> Stage {
-        Stage::Rcpt
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(rcpt) = ctx.recipient else {
-                return Vec::new();
-            };
-            if ctx.score < self.config.min_score {
-                return Vec::new();
-            }
-            match self.decide(ctx, rcpt).await {
-                Ok(s) => vec![s],
-                Err(e) => vec![super::store_failed(
-                    &self.table,
-                    &self.store,
-                    self.on_failure,
-                    "greylist",
-                    &e,
-                )],
-            }
-        })
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(rcpt) = ctx.recipient else {
+            return Vec::new();
+        };
+        if ctx.score < self.config.min_score {
+            return Vec::new();
+        }
+        match self.decide(ctx, rcpt).await {
+            Ok(s) => vec![s],
+            Err(e) => vec![super::store_failed(
+                &self.table,
+                &self.store,
+                self.on_failure,
+                "greylist",
+                &e,
+            )],
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! smtpd_client_recipient_rate_limit, but by more than the client and across instances.
 
 use crate::config::{RateKey, RateLimitConfig, RateReply, StoreFailure};
-use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Action, Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::store::Store;
@@ -77,46 +77,39 @@ fn exceeded(table: &SymbolTable, limit: &RateLimitConfig, count: f64) -> Symbol 
         .forcing(Action::Tempfail, Some(reply))
 }
 
-impl Check for RateLimits {
-    fn name(&self) -> &'static str {
-        "ratelimit"
-    }
+impl StageCheck for RateLimits {
+    const NAME: &'static str = "ratelimit";
+    const STAGE: Stage = Stage::Rcpt;
 
-    fn stage(&self) -> Stage {
-        Stage::Rcpt
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(rcpt) = ctx.recipient else {
-                return Vec::new();
-            };
-            // Every limit counts the recipient, also after one is exceeded, so each keeps an
-            // honest count; the first exceeded one answers.
-            let mut over = None;
-            for limit in &self.limits {
-                let key = format!("rl:{}:{}", limit.name, subject(limit.key, ctx, rcpt));
-                match self.store.hit(&key, limit.window.0).await {
-                    Ok(n) if n > limit.limit as f64 && over.is_none() => {
-                        crate::metrics::METRICS
-                            .ratelimited
-                            .with_label_values(&[&limit.name])
-                            .inc();
-                        over = Some(exceeded(&self.table, limit, n));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        return vec![super::store_failed(
-                            &self.table,
-                            &self.store,
-                            self.on_failure,
-                            "ratelimit",
-                            &e,
-                        )]
-                    }
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(rcpt) = ctx.recipient else {
+            return Vec::new();
+        };
+        // Every limit counts the recipient, also after one is exceeded, so each keeps an
+        // honest count; the first exceeded one answers.
+        let mut over = None;
+        for limit in &self.limits {
+            let key = format!("rl:{}:{}", limit.name, subject(limit.key, ctx, rcpt));
+            match self.store.hit(&key, limit.window.0).await {
+                Ok(n) if n > limit.limit as f64 && over.is_none() => {
+                    crate::metrics::METRICS
+                        .ratelimited
+                        .with_label_values(&[&limit.name])
+                        .inc();
+                    over = Some(exceeded(&self.table, limit, n));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return vec![super::store_failed(
+                        &self.table,
+                        &self.store,
+                        self.on_failure,
+                        "ratelimit",
+                        &e,
+                    )]
                 }
             }
-            over.into_iter().collect()
-        })
+        }
+        over.into_iter().collect()
     }
 }

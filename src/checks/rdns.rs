@@ -3,7 +3,7 @@
 
 use crate::auth::Outcome;
 use crate::config::AuthConfig;
-use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Action, Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use crate::smtp::reply;
 use std::sync::Arc;
@@ -27,37 +27,30 @@ impl Rdns {
     }
 }
 
-impl Check for Rdns {
-    fn name(&self) -> &'static str {
-        "rdns"
-    }
+impl StageCheck for Rdns {
+    const NAME: &'static str = "rdns";
+    const STAGE: Stage = Stage::Connect;
 
-    fn stage(&self) -> Stage {
-        Stage::Connect
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(i) = &ctx.auth.iprev else {
-                return Vec::new();
-            };
-            let detail = match (&i.name, i.ptr.is_empty(), &i.detail) {
-                (Some(n), _, _) => Some(n.clone()),
-                (None, false, _) => Some(format!("PTR {} does not resolve back", i.ptr.join(", "))),
-                (None, true, d) => d.clone(),
-            };
-            let (name, refusable) = match i.outcome {
-                Outcome::Pass => ("RDNS_PASS", false),
-                Outcome::Fail => ("RDNS_MISMATCH", true),
-                Outcome::TempError => ("RDNS_TEMPERROR", false),
-                _ => ("RDNS_NONE", true),
-            };
-            let sym = Symbol::new(&self.table, name, Stage::Connect, detail);
-            if refusable && self.reject {
-                vec![sym.forcing(Action::Reject, Some(reply::RDNS_REJECT.reply()))]
-            } else {
-                vec![sym]
-            }
-        })
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(i) = &ctx.auth.iprev else {
+            return Vec::new();
+        };
+        let detail = match (&i.name, i.ptr.is_empty(), &i.detail) {
+            (Some(n), _, _) => Some(n.clone()),
+            (None, false, _) => Some(format!("PTR {} does not resolve back", i.ptr.join(", "))),
+            (None, true, d) => d.clone(),
+        };
+        let (name, refusable) = match i.outcome {
+            Outcome::Pass => ("RDNS_PASS", false),
+            Outcome::Fail => ("RDNS_MISMATCH", true),
+            Outcome::TempError => ("RDNS_TEMPERROR", false),
+            _ => ("RDNS_NONE", true),
+        };
+        let sym = Symbol::new(&self.table, name, Stage::Connect, detail);
+        if refusable && self.reject {
+            vec![sym.forcing(Action::Reject, Some(reply::RDNS_REJECT.reply()))]
+        } else {
+            vec![sym]
+        }
     }
 }

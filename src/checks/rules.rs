@@ -1,7 +1,7 @@
 //! The content rules of `rules/*.toml` at DATA: one scan per kind through the compiled
 //! ruleset; every scoring rule that hits becomes a symbol whose detail is what matched.
 
-use crate::pipeline::{Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Context, Stage, StageCheck, Symbol};
 use crate::rules::engine::{CompiledRules, View};
 use std::sync::Arc;
 
@@ -21,54 +21,47 @@ impl Rules {
     }
 }
 
-impl Check for Rules {
-    fn name(&self) -> &'static str {
-        "rules"
-    }
+impl StageCheck for Rules {
+    const NAME: &'static str = "rules";
+    const STAGE: Stage = Stage::Data;
 
-    fn stage(&self) -> Stage {
-        Stage::Data
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(m) = ctx.message else {
-                return Vec::new();
-            };
-            let env = ctx.envelope;
-            let client_name = ctx
-                .auth
-                .iprev
-                .as_ref()
-                .and_then(|i| i.name.clone())
-                .unwrap_or_default();
-            let view = View {
-                parsed: m.parsed,
-                raw: m.raw,
-                helo: env.helo.as_deref().unwrap_or(""),
-                sender: env.sender.as_deref().unwrap_or(""),
-                recipients: &env.recipients,
-                client_name: &client_name,
-            };
-            let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-                == tokio::runtime::RuntimeFlavor::MultiThread;
-            let hits = if m.raw.len() > BLOCKING_THRESHOLD && multi_thread {
-                // The parse borrows the message, so the scan runs in place but tells the
-                // runtime it may block, letting other tasks move to other workers.
-                tokio::task::block_in_place(|| self.rules.evaluate(&view))
-            } else {
-                self.rules.evaluate(&view)
-            };
-            hits.into_iter()
-                .map(|h| Symbol {
-                    name: h.name,
-                    score: h.score,
-                    description: h.description.into(),
-                    stage: Stage::Data,
-                    detail: h.matched,
-                    forced: None,
-                })
-                .collect()
-        })
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(m) = ctx.message else {
+            return Vec::new();
+        };
+        let env = ctx.envelope;
+        let client_name = ctx
+            .auth
+            .iprev
+            .as_ref()
+            .and_then(|i| i.name.clone())
+            .unwrap_or_default();
+        let view = View {
+            parsed: m.parsed,
+            raw: m.raw,
+            helo: env.helo.as_deref().unwrap_or(""),
+            sender: env.sender.as_deref().unwrap_or(""),
+            recipients: &env.recipients,
+            client_name: &client_name,
+        };
+        let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        let hits = if m.raw.len() > BLOCKING_THRESHOLD && multi_thread {
+            // The parse borrows the message, so the scan runs in place but tells the
+            // runtime it may block, letting other tasks move to other workers.
+            tokio::task::block_in_place(|| self.rules.evaluate(&view))
+        } else {
+            self.rules.evaluate(&view)
+        };
+        hits.into_iter()
+            .map(|h| Symbol {
+                name: h.name,
+                score: h.score,
+                description: h.description.into(),
+                stage: Stage::Data,
+                detail: h.matched,
+                forced: None,
+            })
+            .collect()
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::auth::Outcome;
 use crate::config::{AuthConfig, DnsFailure};
-use crate::pipeline::{Action, Check, CheckFuture, Context, Stage, Symbol};
+use crate::pipeline::{Action, Context, Stage, StageCheck, Symbol};
 use crate::rules::SymbolTable;
 use crate::smtp::reply;
 use std::sync::Arc;
@@ -56,50 +56,43 @@ fn suffix(o: Outcome) -> &'static str {
     }
 }
 
-impl Check for Spf {
-    fn name(&self) -> &'static str {
-        "spf"
-    }
+impl StageCheck for Spf {
+    const NAME: &'static str = "spf";
+    const STAGE: Stage = Stage::Mail;
 
-    fn stage(&self) -> Stage {
-        Stage::Mail
-    }
-
-    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
-        Box::pin(async move {
-            let Some(spf) = &ctx.auth.spf else {
-                return Vec::new();
-            };
-            let mut out = Vec::with_capacity(2);
-            let m = &spf.mail_from;
-            let detail = match &m.explanation {
-                Some(e) => format!("{}: {e}", m.domain),
-                None => m.domain.clone(),
-            };
-            let mut sym = Symbol::new(
-                &self.table,
-                &format!("SPF_{}", suffix(m.outcome)),
-                Stage::Mail,
-                Some(detail),
+    async fn check(&self, ctx: &Context<'_>) -> Vec<Symbol> {
+        let Some(spf) = &ctx.auth.spf else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(2);
+        let m = &spf.mail_from;
+        let detail = match &m.explanation {
+            Some(e) => format!("{}: {e}", m.domain),
+            None => m.domain.clone(),
+        };
+        let mut sym = Symbol::new(
+            &self.table,
+            &format!("SPF_{}", suffix(m.outcome)),
+            Stage::Mail,
+            Some(detail),
+        );
+        if m.outcome == Outcome::Fail && self.reject_on_fail {
+            sym = sym.forcing(
+                Action::Reject,
+                Some(reply::SPF_REJECT.with_detail(&m.domain)),
             );
-            if m.outcome == Outcome::Fail && self.reject_on_fail {
-                sym = sym.forcing(
-                    Action::Reject,
-                    Some(reply::SPF_REJECT.with_detail(&m.domain)),
-                );
-            }
-            if m.outcome == Outcome::TempError && self.dns_failure == DnsFailure::Tempfail {
-                sym = sym.forcing(Action::Tempfail, Some(reply::AUTH_DNS_TEMPFAIL.reply()));
-            }
-            out.push(sym);
-            let h = &spf.helo;
-            out.push(Symbol::new(
-                &self.table,
-                &format!("SPF_HELO_{}", suffix(h.outcome)),
-                Stage::Mail,
-                Some(h.domain.clone()),
-            ));
-            out
-        })
+        }
+        if m.outcome == Outcome::TempError && self.dns_failure == DnsFailure::Tempfail {
+            sym = sym.forcing(Action::Tempfail, Some(reply::AUTH_DNS_TEMPFAIL.reply()));
+        }
+        out.push(sym);
+        let h = &spf.helo;
+        out.push(Symbol::new(
+            &self.table,
+            &format!("SPF_HELO_{}", suffix(h.outcome)),
+            Stage::Mail,
+            Some(h.domain.clone()),
+        ));
+        out
     }
 }

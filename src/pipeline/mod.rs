@@ -34,6 +34,31 @@ pub trait Check: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a>;
 }
 
+/// A check with a fixed name and stage, written as an `async fn`; every one is a [`Check`].
+/// (A check whose stage depends on its configuration implements [`Check`] itself.)
+pub trait StageCheck: Send + Sync {
+    /// The check's name, for logs and metrics.
+    const NAME: &'static str;
+    /// The stage the check runs at.
+    const STAGE: Stage;
+    /// The symbols for `ctx`; expected conditions (a DNS timeout, a fail) are symbols.
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> impl Future<Output = Vec<Symbol>> + Send + 'a;
+}
+
+impl<T: StageCheck> Check for T {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn stage(&self) -> Stage {
+        T::STAGE
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Context<'a>) -> CheckFuture<'a> {
+        Box::pin(self.check(ctx))
+    }
+}
+
 /// The result of running one stage.
 #[derive(Debug, Default)]
 pub struct StageOutcome {

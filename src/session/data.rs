@@ -3,7 +3,7 @@
 
 use super::report::End;
 use super::{BdatTransfer, Flow, Session};
-use crate::pipeline::MessageInput;
+use crate::pipeline::{MessageInput, Stage};
 use crate::smtp::data::{DataFault, DataReader};
 use crate::smtp::reply::{self, Enhanced, Reply};
 use crate::verdict::headers;
@@ -81,7 +81,7 @@ impl Session {
                 }
                 .reply();
                 tracing::info!(session = self.id, client = %self.tx.envelope.client, ?fault, size, "message refused");
-                self.finish(End::message(&r, None, self.tx.card(), size, None, false));
+                self.finish(End::new(Stage::Data, &r, self.tx.card()).message(size, None));
                 self.conn.queue(&r);
                 self.end_transaction(true).await;
                 return Flow::Continue;
@@ -97,14 +97,11 @@ impl Session {
         let verdict = decision.verdict;
         self.count_message(&body, &verdict);
         if let Some(r) = decision.refusal {
-            self.finish(End::message(
-                &r,
-                Some(&verdict),
-                self.tx.card(),
-                size,
-                Some(&body),
-                true,
-            ));
+            self.finish(
+                End::new(Stage::Data, &r, self.tx.card())
+                    .decided(&verdict, true)
+                    .message(size, Some(&body)),
+            );
             self.conn.queue(&r);
             self.end_transaction(true).await;
             return Flow::Continue;
@@ -114,14 +111,11 @@ impl Session {
         let final_reply = self
             .forward_message(&prefix, stripped.as_deref().unwrap_or(&body))
             .await;
-        self.finish(End::message(
-            &final_reply,
-            Some(&verdict),
-            self.tx.card(),
-            size,
-            Some(&body),
-            false,
-        ));
+        self.finish(
+            End::new(Stage::Data, &final_reply, self.tx.card())
+                .decided(&verdict, false)
+                .message(size, Some(&body)),
+        );
         self.conn.queue(&final_reply);
         self.end_transaction(false).await;
         Flow::Continue

@@ -91,25 +91,16 @@ impl Session {
             return Flow::Continue;
         }
         if let Some(refused) = self.refused_transaction.clone() {
-            self.finish(End::recipient_refused(
-                Stage::Mail,
-                &r.address,
-                &refused,
-                None,
-                self.tx.card(),
-            ));
+            self.finish(End::new(Stage::Mail, &refused, self.tx.card()).recipient(&r.address));
             self.conn.queue(&refused);
             return Flow::Continue;
         }
         let check = self.tx.rcpt(&r.address).await;
         if let Some(refused) = &check.decision.refusal {
-            self.finish(End::recipient_refused(
-                Stage::Rcpt,
-                &r.address,
-                refused,
-                Some(&check.decision.verdict),
-                &check.card,
-            ));
+            self.finish(
+                End::refused(Stage::Rcpt, refused, &check.decision.verdict, &check.card)
+                    .recipient(&r.address),
+            );
             self.conn.queue(refused);
             return Flow::Continue;
         }
@@ -122,14 +113,9 @@ impl Session {
                 } else {
                     // The MTA's own refusal (unknown user, policy): relayed as it is.
                     self.finish(
-                        End::recipient_refused(
-                            Stage::Rcpt,
-                            &r.address,
-                            &reply,
-                            None,
-                            self.tx.card(),
-                        )
-                        .unlogged(),
+                        End::new(Stage::Rcpt, &reply, self.tx.card())
+                            .recipient(&r.address)
+                            .unlogged(),
                     );
                 }
                 self.relay(reply);

@@ -37,67 +37,8 @@ pub(super) struct End<'a> {
 }
 
 impl<'a> End<'a> {
-    /// The checks refused the transaction before end of data.
-    pub(super) fn refused(
-        stage: Stage,
-        reply: &'a Reply,
-        verdict: &'a Verdict,
-        card: &'a ScoreCard,
-    ) -> Self {
-        End {
-            ended: Ended::Transaction,
-            stage,
-            reply,
-            verdict: Some(verdict),
-            card,
-            size: 0,
-            message: None,
-            refused_by_checks: true,
-            log: true,
-        }
-    }
-
-    /// One recipient was refused: by the checks (with their verdict), by a refusal delayed
-    /// from MAIL, or by the MTA.
-    pub(super) fn recipient_refused(
-        stage: Stage,
-        recipient: &'a str,
-        reply: &'a Reply,
-        verdict: Option<&'a Verdict>,
-        card: &'a ScoreCard,
-    ) -> Self {
-        End {
-            ended: Ended::Recipient(recipient),
-            refused_by_checks: verdict.is_some(),
-            verdict,
-            ..End::refused_shape(stage, reply, card)
-        }
-    }
-
-    /// End of data: the message was refused or forwarded; `reply` is what the client got.
-    pub(super) fn message(
-        reply: &'a Reply,
-        verdict: Option<&'a Verdict>,
-        card: &'a ScoreCard,
-        size: usize,
-        message: Option<&'a [u8]>,
-        refused_by_checks: bool,
-    ) -> Self {
-        End {
-            verdict,
-            size,
-            message,
-            refused_by_checks,
-            ..End::refused_shape(Stage::Data, reply, card)
-        }
-    }
-
-    /// Counted and recorded, without a log line of its own.
-    pub(super) fn unlogged(self) -> Self {
-        End { log: false, ..self }
-    }
-
-    fn refused_shape(stage: Stage, reply: &'a Reply, card: &'a ScoreCard) -> Self {
+    /// The transaction ended at `stage` with `reply`; `card` holds its symbols.
+    pub(super) fn new(stage: Stage, reply: &'a Reply, card: &'a ScoreCard) -> Self {
         End {
             ended: Ended::Transaction,
             stage,
@@ -109,6 +50,47 @@ impl<'a> End<'a> {
             refused_by_checks: false,
             log: true,
         }
+    }
+
+    /// The checks refused it before end of data.
+    pub(super) fn refused(
+        stage: Stage,
+        reply: &'a Reply,
+        verdict: &'a Verdict,
+        card: &'a ScoreCard,
+    ) -> Self {
+        End::new(stage, reply, card).decided(verdict, true)
+    }
+
+    /// The checks' verdict; `refused` when it is what refused.
+    pub(super) fn decided(self, verdict: &'a Verdict, refused: bool) -> Self {
+        End {
+            verdict: Some(verdict),
+            refused_by_checks: refused,
+            ..self
+        }
+    }
+
+    /// Only `recipient` ended (refused), not the transaction.
+    pub(super) fn recipient(self, recipient: &'a str) -> Self {
+        End {
+            ended: Ended::Recipient(recipient),
+            ..self
+        }
+    }
+
+    /// The message, at end of data.
+    pub(super) fn message(self, size: usize, message: Option<&'a [u8]>) -> Self {
+        End {
+            size,
+            message,
+            ..self
+        }
+    }
+
+    /// Counted and recorded, without a log line of its own.
+    pub(super) fn unlogged(self) -> Self {
+        End { log: false, ..self }
     }
 }
 
