@@ -16,7 +16,7 @@ async fn declared_size_over_the_limit_is_refused_at_mail() {
     assert!(ehlo.contains("SIZE 10000"), "{ehlo:?}");
     let r = c.cmd("MAIL FROM:<a@example.test> SIZE=10001").await;
     assert_eq!((r.code, r.enhanced()), (552, Some("5.3.4")), "{r:?}");
-    assert!(!sink.commands().iter().any(|l| l.starts_with("MAIL")));
+    assert!(sink.count("MAIL") == 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,7 +155,7 @@ async fn bare_lf_in_commands_is_refused() {
     assert_eq!(c.read_reply().await.code, 503);
     c.send(b"NOOP\rRSET\r\n").await;
     assert_eq!(c.read_reply().await.code, 500);
-    assert!(!sink.commands().iter().any(|l| l.starts_with("MAIL")));
+    assert!(sink.count("MAIL") == 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -54,6 +54,27 @@ async fn replay(record: &Path, config: &Path, rules: Option<&Path>) -> (Value, u
     (v, report.exit_code)
 }
 
+/// A moat on the fixture DNS that records every transaction (accepted ones too) under
+/// `records_dir`, scoring with `rules`; with its DNS server, sink and config.
+async fn recording_moat(rules: &Path, records_dir: &Path) -> (Moat, TestDns, Sink, Config) {
+    let dns = TestDns::fixtures(Vec::new()).await;
+    let sink = Sink::start().await;
+    let mut config: Option<Config> = None;
+    let moat = Moat::builder()
+        .upstream(&sink)
+        .dns(dns.addr)
+        .with(|c| {
+            c.rules.dir = Some(rules.to_path_buf());
+            c.records.enabled = true;
+            c.records.dir = records_dir.to_path_buf();
+            c.records.accepted_sample = 1.0;
+            config = Some(c.clone());
+        })
+        .start()
+        .await;
+    (moat, dns, sink, config.expect("config"))
+}
+
 fn has(record: &Record, name: &str) -> bool {
     record.symbols.iter().any(|s| s.name == name)
 }
@@ -63,22 +84,7 @@ async fn recorded_transactions_replay_exactly_without_the_dns_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let records_dir = dir.path().join("records");
     let rules = fixtures().join("rules-dnsbl");
-    let dns = TestDns::fixtures(Vec::new()).await;
-    let sink = Sink::start().await;
-    let mut config: Option<Config> = None;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .dns(dns.addr)
-        .with(|c| {
-            c.rules.dir = Some(rules.clone());
-            c.records.enabled = true;
-            c.records.dir = records_dir.clone();
-            c.records.accepted_sample = 1.0;
-            config = Some(c.clone());
-        })
-        .start()
-        .await;
-    let config = config.expect("config");
+    let (moat, dns, _sink, config) = recording_moat(&rules, &records_dir).await;
 
     // 127.0.0.2 is on ip.bl.test (RBL_TEST_XBL, 5 points).
     let mut c = Client::connect_from(moat.addr, "127.0.0.2").await;
@@ -325,22 +331,7 @@ async fn an_allow_listed_client_gets_the_same_score_card_live_and_in_replay() {
     )
     .expect("copy");
     std::fs::write(rules.join("lists/allow_ip.txt"), "127.0.0.3\n").expect("write list");
-    let dns = TestDns::fixtures(Vec::new()).await;
-    let sink = Sink::start().await;
-    let mut config: Option<Config> = None;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .dns(dns.addr)
-        .with(|c| {
-            c.rules.dir = Some(rules.clone());
-            c.records.enabled = true;
-            c.records.dir = records_dir.clone();
-            c.records.accepted_sample = 1.0;
-            config = Some(c.clone());
-        })
-        .start()
-        .await;
-    let config = config.expect("config");
+    let (moat, dns, _sink, config) = recording_moat(&rules, &records_dir).await;
 
     // A listed sender domain and listed links: refused from any other client (see above).
     let mut c = Client::connect_from(moat.addr, "127.0.0.3").await;

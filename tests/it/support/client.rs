@@ -25,6 +25,18 @@ impl TestReply {
     pub fn contains(&self, s: &str) -> bool {
         self.lines.iter().any(|l| l.contains(s))
     }
+    /// True when the reply matches `expected`: a code (`"250"`), a code and an enhanced code
+    /// (`"451 4.4.1"`), and optionally text the reply must contain (`"550 5.7.1 spam"`).
+    pub fn is(&self, expected: &str) -> bool {
+        let mut parts = expected.splitn(3, ' ');
+        let code = parts.next().and_then(|c| c.parse::<u16>().ok());
+        let enhanced = parts.next();
+        let text = parts.next();
+        code == Some(self.code)
+            && enhanced.is_none_or(|e| self.enhanced() == Some(e))
+            && text.is_none_or(|t| self.contains(t))
+    }
+
     /// The enhanced code of the first line (`x.y.z`), if any.
     pub fn enhanced(&self) -> Option<&str> {
         let t = self.lines.first()?.get(4..)?;
@@ -133,6 +145,44 @@ impl Client {
     pub async fn cmd(&mut self, line: &str) -> TestReply {
         self.send(format!("{line}\r\n").as_bytes()).await;
         self.read_reply().await
+    }
+
+    /// Sends `line` and asserts the reply is `expected` (see [`TestReply::is`]).
+    #[track_caller]
+    pub fn expect<'a>(
+        &'a mut self,
+        line: &'a str,
+        expected: &'a str,
+    ) -> impl std::future::Future<Output = TestReply> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let r = self.cmd(line).await;
+            assert!(
+                r.is(expected),
+                "{line}: expected {expected}, got {r:?} ({caller})"
+            );
+            r
+        }
+    }
+
+    /// Sends a whole message and asserts the final reply is `expected`.
+    #[track_caller]
+    pub fn expect_message<'a>(
+        &'a mut self,
+        from: &'a str,
+        to: &'a [&'a str],
+        body: &'a [u8],
+        expected: &'a str,
+    ) -> impl std::future::Future<Output = TestReply> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let r = self.send_message(from, to, body).await;
+            assert!(
+                r.is(expected),
+                "message: expected {expected}, got {r:?} ({caller})"
+            );
+            r
+        }
     }
 
     /// EHLO with a test name; asserts 250.

@@ -1,6 +1,7 @@
 //! Test support: moat in-process on 127.0.0.1:0, a scriptable SMTP sink, a raw SMTP client and
 //! test certificates. Everything talks over real loopback sockets.
 
+pub mod alone;
 pub mod certs;
 pub mod client;
 pub mod dns;

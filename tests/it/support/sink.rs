@@ -168,6 +168,17 @@ impl Sink {
         self.log.lock().unwrap().commands.clone()
     }
 
+    /// How many command lines received so far start with `verb` (`"XCLIENT"`, `"RSET"`).
+    pub fn count(&self, verb: &str) -> usize {
+        self.commands()
+            .iter()
+            .filter(|c| {
+                c.get(..verb.len())
+                    .is_some_and(|v| v.eq_ignore_ascii_case(verb))
+            })
+            .count()
+    }
+
     /// Connections accepted so far (the start-up probe included).
     pub fn connections(&self) -> usize {
         self.log.lock().unwrap().connections
