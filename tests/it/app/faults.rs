@@ -482,11 +482,9 @@ async fn clients_vanishing_mid_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rule_reloads_then_drain_under_load() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(short_upstream_timeouts)
-        .start()
+        .start_with_sink()
         .await;
     let addr = moat.addr;
     let rules = moat.server().rules().clone();
@@ -519,11 +517,9 @@ async fn rule_reloads_then_drain_under_load() {
 
     // What SIGTERM does, in the middle of a second load: transactions in flight finish,
     // idle sessions get 421, new connections are refused.
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(short_upstream_timeouts)
-        .start()
+        .start_with_sink()
         .await;
     let addr = moat.addr;
     let drain = async move {

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_completes_a_transaction_in_flight() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let addr = moat.addr;
     let mut busy = moat.client().await;
     let mut idle = moat.client().await;

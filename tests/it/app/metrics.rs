@@ -1,7 +1,7 @@
 //! The metrics and health endpoint, scraped over loopback after real traffic.
 
 use crate::support::alone::{alone, run_alone_tests, value};
-use crate::support::{crlf, Moat, Sink};
+use crate::support::{crlf, Moat};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -56,11 +56,9 @@ async fn alone_metrics_and_health_after_traffic() {
     if !alone() {
         return;
     }
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| c.metrics.listen = "127.0.0.1:0".into())
-        .start()
+        .start_with_sink()
         .await;
     let addr = moat.server().metrics_addr().expect("metrics on");
     let (_, before) = get(addr, "/metrics").await;

@@ -9,7 +9,7 @@
 //! none may be accepted.
 
 use crate::support::dns::{txt_record, TestDns};
-use crate::support::{Moat, Sink};
+use crate::support::Moat;
 use base64::Engine as _;
 use hickory_server::proto::rr::{Name, Record};
 use mail_auth::crypto::{RsaKey, Sha256};
@@ -210,8 +210,7 @@ async fn attacker_signatures_name_their_domain_and_cannot_inject_results() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_from_fields_are_refused_over_smtp_and_never_forwarded() {
     let dns = TestDns::start_records(zone(), Vec::new()).await;
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).dns(dns.addr).start().await;
+    let (moat, sink) = Moat::builder().dns(dns.addr).start_with_sink().await;
     let mut c = moat.client().await;
     c.cmd("EHLO attack.test").await;
     let case = &CASES[7];

@@ -232,16 +232,14 @@ async fn a_running_moat_reloads_the_embedded_model_after_learning() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ham, spam) = small_corpus(dir.path(), 12);
     let model = dir.path().join("bayes.redb");
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| {
             c.bayes.path = model.clone();
             c.bayes.min_ham = 10;
             c.bayes.min_spam = 10;
             c.bayes.reload_interval = moat::config::ConfigDuration(Duration::from_millis(100));
         })
-        .start()
+        .start_with_sink()
         .await;
     // Nothing learned yet: the classifier is silent.
     assert_eq!(send(&moat, PILLS).await, 250);
@@ -306,9 +304,7 @@ async fn redis_model_is_shared_between_learning_and_scoring() {
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(": 12 spam, 12 ham,"), "{out}");
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| {
             c.store.backend = moat::config::StoreBackend::Redis;
             c.store.url = redis.url.clone();
@@ -316,7 +312,7 @@ async fn redis_model_is_shared_between_learning_and_scoring() {
             c.bayes.min_ham = 10;
             c.bayes.min_spam = 10;
         })
-        .start()
+        .start_with_sink()
         .await;
     assert_eq!(send(&moat, PILLS).await, 250);
     assert!(

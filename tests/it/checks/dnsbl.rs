@@ -3,7 +3,7 @@
 
 use crate::support::alone::{alone, Counts};
 use crate::support::dns::{SilentDns, TestDns};
-use crate::support::{Moat, Sink};
+use crate::support::Moat;
 use moat::cli::check::{run, CheckArgs};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -200,14 +200,12 @@ async fn a_dead_dns_server_scores_nothing_and_refuses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn listed_client_is_refused_at_rcpt_and_the_upstream_never_hears_of_it() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| {
             c.rules.dir = Some(rules_dir());
             c.verdict.delay_reject = true;
         })
-        .start()
+        .start_with_sink()
         .await;
     let before = sink.connections();
     // 127.0.0.1 is on the test list with a score of 20 (reject at 15).
@@ -223,11 +221,9 @@ async fn listed_client_is_refused_at_rcpt_and_the_upstream_never_hears_of_it() {
     assert_eq!(sink.connections(), before, "the upstream was contacted");
     assert!(sink.count("MAIL") == 0);
     // Without delay_reject the same client is refused at connect with 554.
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| c.rules.dir = Some(rules_dir()))
-        .start()
+        .start_with_sink()
         .await;
     let c = moat.client().await;
     assert_eq!(

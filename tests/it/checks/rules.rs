@@ -8,8 +8,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gtube_is_rejected_by_the_default_rules() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let msg = crlf("From: a@example.test\nSubject: test\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
@@ -179,11 +178,9 @@ fn lint_rules_dir(dir: &Path) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn allow_and_deny_lists() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules-lists");
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(move |c| c.rules.dir = Some(dir))
-        .start()
+        .start_with_sink()
         .await;
     // Denied client: 554 at connect.
     let c = crate::support::Client::connect_from(moat.addr, "127.0.0.2").await;
@@ -283,11 +280,9 @@ async fn unauthenticated_sender_allow_list_still_allows_at_mail() {
     )
     .unwrap();
     let rules = dir.path().to_path_buf();
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(move |c| c.rules.dir = Some(rules))
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;

@@ -1,15 +1,13 @@
 //! Limits and smuggling: sizes, recipients, line lengths, bare CR/LF, session counts. In every
 //! refusal nothing reaches the upstream.
 
-use crate::support::{crlf, Moat, Sink};
+use crate::support::{crlf, Moat};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn declared_size_over_the_limit_is_refused_at_mail() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.limits.max_message_size = 10_000)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     let ehlo = c.ehlo().await;
@@ -21,11 +19,9 @@ async fn declared_size_over_the_limit_is_refused_at_mail() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_over_the_limit_is_read_refused_and_not_forwarded() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.limits.max_message_size = 10_000)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -62,11 +58,9 @@ async fn data_over_the_limit_is_read_refused_and_not_forwarded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn too_many_recipients() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.limits.max_recipients = 3)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -88,8 +82,7 @@ async fn too_many_recipients() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overlong_text_line_refuses_the_message() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let mut body = crlf("Subject: long\n\n");
@@ -108,8 +101,7 @@ async fn overlong_text_line_refuses_the_message() {
 /// thing with 5xx and forwards nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggling_with_bare_lf_or_cr_forwards_nothing() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let endings: &[&[u8]] = &[b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r"];
     for ending in endings {
         let mut c = moat.client().await;
@@ -143,8 +135,7 @@ async fn smuggling_with_bare_lf_or_cr_forwards_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bare_lf_in_commands_is_refused() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     c.send(b"MAIL FROM:<a@example.test>\nRCPT TO:<b@example.test>\r\n")
@@ -160,14 +151,12 @@ async fn bare_lf_in_commands_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_limits_give_421() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| {
             c.server.max_sessions_per_ip = 2;
             c.server.max_sessions = 3;
         })
-        .start()
+        .start_with_sink()
         .await;
     let a = moat.client().await;
     let b = moat.client().await;
@@ -192,14 +181,12 @@ async fn session_limits_give_421() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn global_session_limit() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| {
             c.server.max_sessions_per_ip = 10;
             c.server.max_sessions = 2;
         })
-        .start()
+        .start_with_sink()
         .await;
     let _a = moat.client().await;
     let _b = moat.client().await;

@@ -129,11 +129,9 @@ async fn refused_message_is_kept_and_released_to_the_mta() {
 #[tokio::test(flavor = "multi_thread")]
 async fn list_and_show_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| quarantine_on(c, &dir.path().join("q")))
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;

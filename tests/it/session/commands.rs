@@ -4,12 +4,10 @@ use crate::support::{Moat, Sink};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn own_replies_and_errors() {
-    let sink = Sink::start().await;
     // Many errors in one session on purpose: no tarpit (tested below).
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| c.limits.tarpit_after_errors = 0)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     let cases: &[(&str, u16, &str)] = &[
@@ -60,11 +58,9 @@ async fn own_replies_and_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn too_many_errors_close_the_session() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| c.limits.max_errors = 3)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     assert_eq!(c.cmd("BOGUS").await.code, 500);
@@ -101,11 +97,9 @@ async fn tarpit_slows_replies_after_repeated_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_sessions_per_ip_per_minute_are_limited() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| c.server.max_new_sessions_per_ip_per_minute = 3)
-        .start()
+        .start_with_sink()
         .await;
     for _ in 0..3 {
         let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.7").await;
@@ -126,8 +120,7 @@ async fn new_sessions_per_ip_per_minute_are_limited() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overlong_command_line_is_refused_and_skipped() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, _sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     // 512 octets including CRLF is the limit (RFC 5321 4.5.3.1.4).
     let ok = format!("NOOP {}", "x".repeat(512 - 2 - 5));

@@ -79,8 +79,7 @@ async fn alone_pipelining_before_the_offer_is_refused() {
         return;
     }
     let counts = Counts::of(&[PIPELINING]);
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     // EHLO and MAIL in one packet: MAIL came before the EHLO reply offered PIPELINING.
     let mut c = moat.client().await;
     c.send(b"EHLO hasty.example\r\nMAIL FROM:<a@example.test>\r\n")

@@ -5,8 +5,7 @@ use crate::support::{crlf, split_prepended, Moat, Sink, SinkOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn body_arrives_byte_identical() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     assert_eq!(c.greeting.code, 220);
     assert_eq!(c.greeting.lines[0], "220 moat.test ESMTP moat");
@@ -56,8 +55,7 @@ async fn body_arrives_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn empty_body_is_relayed() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let r = c
@@ -69,8 +67,7 @@ async fn empty_body_is_relayed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_pipelining_gets_replies_in_order() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<reject@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n").await;
@@ -97,8 +94,7 @@ async fn full_pipelining_gets_replies_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_recipient_refusals_are_relayed_exactly() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
@@ -126,8 +122,7 @@ async fn per_recipient_refusals_are_relayed_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mail_refusal_by_upstream_is_relayed() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, _sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let r = c.cmd("MAIL FROM:<mailfail@example.test>").await;
@@ -139,12 +134,10 @@ async fn mail_refusal_by_upstream_is_relayed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parameters_pass_through_unchanged() {
-    let sink = Sink::start().await;
     // Without the pool, the client's QUIT ends the upstream session too.
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.upstream.pool_size = 0)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     let ehlo = c.ehlo().await;
@@ -248,8 +241,7 @@ async fn offer_follows_the_upstream() {
 /// XCLIENT; a session the client left mid-transaction is never reused.
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_sessions_are_pooled_between_clients() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let base = sink.connections();
     // The start-up probe's QUIT is already there.
     let quits = || sink.count("QUIT");
@@ -361,8 +353,7 @@ async fn no_pooling_when_the_mta_takes_xclient_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn xclient_carries_the_real_client() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.cmd("EHLO Client.Example").await;
     let r = c
@@ -459,8 +450,7 @@ async fn xforward_mode_for_mtas_without_xclient() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bdat_chunks_are_relayed() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);
@@ -488,8 +478,7 @@ async fn bdat_chunks_are_relayed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bdat_without_recipients_is_read_and_refused() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     // Out of sequence: the chunk is still consumed, so the next command is understood.
@@ -505,11 +494,9 @@ async fn bdat_without_recipients_is_read_and_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_listener_works() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.server.listen = vec!["[::1]:0".into()])
-        .start()
+        .start_with_sink()
         .await;
     assert!(moat.addr.is_ipv6());
     let mut c = moat.client().await;

@@ -9,8 +9,7 @@ const PROTOCOL_FAILURES: &str = "moat_tls_handshake_failures_total{reason=\"prot
 #[tokio::test(flavor = "multi_thread")]
 async fn starttls_then_a_transaction() {
     let certs = certs::make();
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).tls(&certs).start().await;
+    let (moat, sink) = Moat::builder().tls(&certs).start_with_sink().await;
     let mut c = moat.client().await;
     let ehlo = c.ehlo().await;
     assert!(
@@ -51,8 +50,7 @@ async fn starttls_then_a_transaction() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plaintext_pipelined_after_starttls_is_discarded() {
     let certs = certs::make();
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).tls(&certs).start().await;
+    let (moat, sink) = Moat::builder().tls(&certs).start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     // The injected commands ride in the same packet as STARTTLS, before the handshake.
@@ -83,8 +81,7 @@ async fn alone_failed_handshake_closes_only_that_session() {
     }
     let counts = Counts::of(&[PROTOCOL_FAILURES]);
     let certs = certs::make();
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).tls(&certs).start().await;
+    let (moat, _sink) = Moat::builder().tls(&certs).start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     assert_eq!(c.cmd("STARTTLS").await.code, 220);
@@ -104,12 +101,10 @@ async fn alone_failed_handshake_closes_only_that_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn required_tls_refuses_mail_before_starttls() {
     let certs = certs::make();
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .tls(&certs)
         .with(|c| c.tls.required_on = c.server.listen.clone())
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -165,14 +160,12 @@ async fn starttls_to_the_upstream_verified_against_a_ca() {
 async fn upstream_tls_failures_are_tempfails() {
     // Required STARTTLS but the upstream does not offer it.
     let certs = certs::make();
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| {
             c.upstream.starttls = true;
             c.upstream.tls_verify = false;
         })
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;

@@ -2,7 +2,7 @@
 //! client becomes the client of every check and of what moat announces upstream. From anyone
 //! else XFORWARD is an unknown command.
 
-use crate::support::{Moat, Sink};
+use crate::support::Moat;
 
 /// The whole (unfolded) header field starting with `name`.
 fn header(body: &str, name: &str) -> String {
@@ -23,11 +23,9 @@ fn header(body: &str, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn trusted_forwarder_names_the_client() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.server.xforward_hosts = vec!["127.0.0.0/8".into()])
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     let ehlo = c.cmd("EHLO postfix-front.example").await;
@@ -75,11 +73,9 @@ async fn trusted_forwarder_names_the_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn xforward_from_anyone_else_is_unknown() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.server.xforward_hosts = vec!["192.0.2.0/24".into()])
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     let ehlo = c.cmd("EHLO client.example").await;

@@ -151,6 +151,13 @@ impl MoatBuilder {
         self
     }
 
+    /// Starts a fresh sink and moat in front of it.
+    pub async fn start_with_sink(self) -> (Moat, Sink) {
+        let sink = Sink::start().await;
+        let moat = self.upstream(&sink).start().await;
+        (moat, sink)
+    }
+
     /// Starts moat and waits until it listens. Without `dns`, a fixture DNS server is
     /// started for it, so no test ever asks a resolver outside the machine.
     pub async fn start(mut self) -> Moat {

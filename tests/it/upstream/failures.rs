@@ -184,11 +184,9 @@ async fn a_large_message_cut_off_mid_data_is_not_accepted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_at_connect_opens_upstream_before_mail() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.upstream.connect_at = moat::config::ConnectAt::Connect)
-        .start()
+        .start_with_sink()
         .await;
     let before = sink.connections();
     let mut c = moat.client().await;

@@ -24,8 +24,7 @@ const FORGED: &str = "From: CEO <ceo@dmarc-reject.test>\nTo: bob@rcpt.test\nSubj
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_dmarc_reject_sender_gets_550_and_nothing_is_forwarded() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.cmd("EHLO attacker.example").await;
     let r = c
@@ -45,8 +44,7 @@ async fn forged_dmarc_reject_sender_gets_550_and_nothing_is_forwarded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_message_arrives_with_authentication_results() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.cmd("EHLO mx.signed.test").await;
     let body = fixture("signed-pass.eml");
@@ -78,8 +76,7 @@ async fn signed_message_arrives_with_authentication_results() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_authentication_results_are_removed() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let msg = crlf("Authentication-Results: moat.test; dkim=pass header.d=bank.example\nAuthentication-Results: other.example; spf=pass\nX-Spam-Status: No, score=-100\nFrom: a@example.test\nSubject: x\n\nbody\n");
@@ -106,13 +103,8 @@ async fn forged_authentication_results_are_removed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn early_refusal_at_mail_never_opens_the_upstream() {
-    let sink = Sink::start().await;
     // SPF_FAIL (3.0) alone reaches this reject threshold at MAIL.
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .thresholds(2.0, 2.5)
-        .start()
-        .await;
+    let (moat, sink) = Moat::builder().thresholds(2.0, 2.5).start_with_sink().await;
     let connections = sink.connections();
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -126,11 +118,9 @@ async fn early_refusal_at_mail_never_opens_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dkim_reject_on_fail_uses_5_7_20() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.auth.dkim_reject_on_fail = true)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.cmd("EHLO mx.signed.test").await;
@@ -156,11 +146,9 @@ async fn dkim_reject_on_fail_uses_5_7_20() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spf_reject_on_fail_uses_5_7_23() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.auth.spf_reject_on_fail = true)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -172,12 +160,10 @@ async fn spf_reject_on_fail_uses_5_7_23() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dns_failure_at_mail_is_a_4_4_3_tempfail() {
     let servfail = ServfailDns::start().await;
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .dns(servfail.addr)
         .with(|c| c.dns.timeout = ConfigDuration::secs(1))
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -282,11 +268,9 @@ fn shipped_timing() -> (
 #[tokio::test(flavor = "multi_thread")]
 async fn score_thresholds_flag_and_defer() {
     // Flag: add_header at 3.0 turns SPF_FAIL into X-Spam-Flag: YES.
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.verdict.add_header = 3.0)
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -301,14 +285,12 @@ async fn score_thresholds_flag_and_defer() {
         "{got}"
     );
     // Defer: a tempfail threshold below the score gives 451 4.7.1 at end of data.
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| {
             c.verdict.add_header = 1.0;
             c.verdict.tempfail = Some(3.0);
         })
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -321,15 +303,13 @@ async fn score_thresholds_flag_and_defer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_mode_refuses_nothing_but_reports_everything() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| {
             c.verdict.shadow = true;
             c.verdict.add_header = 2.0;
             c.verdict.reject = 2.5;
         })
-        .start()
+        .start_with_sink()
         .await;
     let mut c = moat.client().await;
     c.cmd("EHLO attacker.example").await;
@@ -354,8 +334,7 @@ async fn dns_for_the_session_comes_only_from_the_configured_server() {
         "@ IN TXT \"v=spf1 ip4:127.0.0.1 -all\"",
     )])
     .await;
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).dns(dns.addr).start().await;
+    let (moat, sink) = Moat::builder().dns(dns.addr).start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let msg = crlf("From: a@only-here.test\nSubject: s\n\nbody\n");
@@ -369,8 +348,7 @@ async fn dns_for_the_session_comes_only_from_the_configured_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reverse_dns_is_checked_at_connect_and_forwarded_as_the_client_name() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder().start_with_sink().await;
     // RFC 6761 6.3: the resolver names 127.0.0.1 "localhost", which resolves back.
     let mut c = moat.client().await;
     c.ehlo().await;
@@ -416,13 +394,8 @@ async fn reverse_dns_is_checked_at_connect_and_forwarded_as_the_client_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn early_refusal_at_connect_is_554() {
-    let sink = Sink::start().await;
     // RDNS_MISMATCH (1.0) reaches this reject threshold before the greeting.
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .thresholds(0.5, 0.9)
-        .start()
-        .await;
+    let (moat, sink) = Moat::builder().thresholds(0.5, 0.9).start_with_sink().await;
     let before = sink.connections();
     let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.3").await;
     assert_eq!(
@@ -440,11 +413,9 @@ async fn early_refusal_at_connect_is_554() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rdns_reject_refuses_a_ptr_that_does_not_resolve_back() {
-    let sink = Sink::start().await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, _sink) = Moat::builder()
         .with(|c| c.auth.rdns_reject = true)
-        .start()
+        .start_with_sink()
         .await;
     let c = crate::support::Client::connect_from(moat.addr, "127.0.0.2").await;
     assert_eq!(
