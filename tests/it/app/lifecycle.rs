@@ -251,14 +251,13 @@ async fn binary_serves_with_shipped_config_and_exits_0_on_sigterm() {
     let (child, mut c) = serve_binary(&config, &sink, dns.addr, Some("info")).await;
     assert_eq!(c.greeting.code, 220);
     c.ehlo().await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@example.test"],
-            b"From: <a@example.test>\r\nSubject: bin\r\n\r\nhi\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "a@example.test",
+        &["b@example.test"],
+        b"From: <a@example.test>\r\nSubject: bin\r\n\r\nhi\r\n",
+        "250",
+    )
+    .await;
     assert_eq!(c.cmd("QUIT").await.code, 221);
     let out = stop_binary(child).await;
     let log = String::from_utf8_lossy(&out.stderr);
@@ -372,14 +371,13 @@ async fn json_transaction_log_line() {
     .unwrap();
     let (child, mut c) = serve_binary(&config, &sink, dns.addr, None).await;
     c.cmd("EHLO client.example").await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@example.test", "c@example.test"],
-            b"From: a@example.test\r\nSubject: json\r\n\r\nhi\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "a@example.test",
+        &["b@example.test", "c@example.test"],
+        b"From: a@example.test\r\nSubject: json\r\n\r\nhi\r\n",
+        "250",
+    )
+    .await;
     assert_eq!(c.cmd("QUIT").await.code, 221);
     let out = stop_binary(child).await;
     let log = String::from_utf8_lossy(&out.stderr);

@@ -64,14 +64,13 @@ async fn alone_metrics_and_health_after_traffic() {
     let (_, before) = get(addr, "/metrics").await;
     let mut c = moat.client().await;
     c.ehlo().await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@rcpt.test"],
-            &crlf("From: a@example.test\nSubject: hi\n\nhello\n"),
-        )
-        .await;
-    assert_eq!(r.code, 250);
+    c.expect_message(
+        "a@example.test",
+        &["b@rcpt.test"],
+        &crlf("From: a@example.test\nSubject: hi\n\nhello\n"),
+        "250",
+    )
+    .await;
     let gtube = crlf("From: a@example.test\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
     assert_eq!(
         c.send_message("a@example.test", &["b@rcpt.test"], &gtube)

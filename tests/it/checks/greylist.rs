@@ -64,14 +64,13 @@ async fn alone_new_triplet_is_deferred_then_passes_after_the_delay() {
     // After the delay, from another address of the same /24: accepted and delivered.
     let mut c = crate::support::client::Client::connect_from(moat.addr, "127.0.0.9").await;
     c.ehlo().await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@example.test"],
-            &crlf("From: <a@example.test>\nSubject: retry\n\nhello\n"),
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "a@example.test",
+        &["b@example.test"],
+        &crlf("From: <a@example.test>\nSubject: retry\n\nhello\n"),
+        "250",
+    )
+    .await;
     // A known triplet passes at once from then on; another recipient is a new triplet.
     let mut c = crate::support::client::Client::connect_from(moat.addr, "127.0.0.5").await;
     c.ehlo().await;

@@ -19,10 +19,8 @@ async fn gtube_is_rejected_by_the_default_rules() {
     assert!(sink.messages().is_empty());
     // An ordinary message passes with the rules' verdict in its headers.
     let msg = crlf("From: a@example.test\nTo: b@rcpt.test\nSubject: lunch\nDate: Mon, 30 Nov 2026 12:00:00 +0000\nMessage-ID: <l@example.test>\n\nSee you at noon.\n");
-    let r = c
-        .send_message("a@example.test", &["b@rcpt.test"], &msg)
+    c.expect_message("a@example.test", &["b@rcpt.test"], &msg, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(got.contains("X-Spam-Status: No,"), "{got}");
 }
@@ -80,10 +78,9 @@ async fn reload_swaps_rules_for_new_sessions_and_keeps_them_on_a_broken_file() {
     // A new session gets the new rules.
     let mut fresh = moat.client().await;
     fresh.ehlo().await;
-    let r = fresh
-        .send_message("a@example.test", &["b@rcpt.test"], &body)
+    fresh
+        .expect_message("a@example.test", &["b@rcpt.test"], &body, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
 
     // A broken file: the reload fails, the last good rules stay, the error names the file.
     std::fs::write(
@@ -204,10 +201,8 @@ async fn allow_and_deny_lists() {
     assert_eq!(c.cmd("RSET").await.code, 250);
     // Allowed sender, authenticated by SPF: GTUBE passes (the allow list decides alone).
     let gtube = crlf("From: a@partner.example\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
-    let r = c
-        .send_message("a@partner.example", &["b@rcpt.test"], &gtube)
+    c.expect_message("a@partner.example", &["b@rcpt.test"], &gtube, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     // A forger using a listed sender that SPF does not vouch for: the entry does nothing, the
     // message is judged like any other (here GTUBE and bank.example's DMARC p=reject).
     let forged = crlf("From: ceo@bank.example\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
@@ -223,10 +218,8 @@ async fn allow_and_deny_lists() {
     // Allowed client: also passes, and its checks were skipped.
     let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.3").await;
     c.ehlo().await;
-    let r = c
-        .send_message("a@example.test", &["b@rcpt.test"], &gtube)
+    c.expect_message("a@example.test", &["b@rcpt.test"], &gtube, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(sink.messages()[1].body.clone()).unwrap();
     let first = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(
@@ -287,10 +280,8 @@ async fn unauthenticated_sender_allow_list_still_allows_at_mail() {
     let mut c = moat.client().await;
     c.ehlo().await;
     let gtube = crlf("From: a@legacy.example\nSubject: t\n\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\n");
-    let r = c
-        .send_message("a@legacy.example", &["b@rcpt.test"], &gtube)
+    c.expect_message("a@legacy.example", &["b@rcpt.test"], &gtube, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(got.contains("ALLOWLIST_SENDER_UNAUTHENTICATED"), "{got}");
 }

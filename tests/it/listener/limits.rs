@@ -38,10 +38,8 @@ async fn data_over_the_limit_is_read_refused_and_not_forwarded() {
         "{:?}",
         sink.commands()
     );
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"small\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"small\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     assert_eq!(sink.messages().len(), 1);
     // BDAT over the limit: refused at the chunk that crosses it.
     assert_eq!(c.cmd("MAIL FROM:<a@example.test>").await.code, 250);

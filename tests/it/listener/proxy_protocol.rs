@@ -24,14 +24,13 @@ async fn behind_balancer(sink: &Sink, trusted: &str) -> Moat {
 /// Sends one message over `c` and returns the XCLIENT line the sink saw for it.
 async fn deliver(c: &mut Client, sink: &Sink, from: &str) -> (String, String) {
     c.ehlo().await;
-    let r = c
-        .send_message(
-            from,
-            &["b@example.test"],
-            &crlf(&format!("From: {from}\nSubject: s\n\nhello\n")),
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        from,
+        &["b@example.test"],
+        &crlf(&format!("From: {from}\nSubject: s\n\nhello\n")),
+        "250",
+    )
+    .await;
     let m = sink.messages().pop().expect("delivered");
     (
         m.xclient.unwrap_or_default(),

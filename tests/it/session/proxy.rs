@@ -20,9 +20,8 @@ async fn body_arrives_byte_identical() {
     body.extend_from_slice(&[0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xFF, b'\r', b'\n']);
     body.extend_from_slice(b"trailing space   \r\n\r\nend\r\n");
     let r = c
-        .send_message("a@example.test", &["b@example.test"], &body)
+        .expect_message("a@example.test", &["b@example.test"], &body, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     // The client hears the upstream's own final reply, queue id included.
     assert!(r.contains("queued as SINK1"), "{r:?}");
     let msgs = sink.messages();
@@ -39,14 +38,13 @@ async fn body_arrives_byte_identical() {
     assert_eq!(msgs[0].mail, "MAIL FROM:<a@example.test>");
     assert_eq!(msgs[0].rcpts, vec!["RCPT TO:<b@example.test>"]);
     // A second transaction in the same session.
-    let r = c
-        .send_message(
-            "",
-            &["b@example.test"],
-            b"From: <a@example.test>\r\nSubject: two\r\n\r\nsecond\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "",
+        &["b@example.test"],
+        b"From: <a@example.test>\r\nSubject: two\r\n\r\nsecond\r\n",
+        "250",
+    )
+    .await;
     assert_eq!(sink.messages().len(), 2);
     assert_eq!(sink.messages()[1].mail, "MAIL FROM:<>");
     assert_eq!(c.cmd("QUIT").await.code, 221);
@@ -58,10 +56,8 @@ async fn empty_body_is_relayed() {
     let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.ehlo().await;
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"")
+    c.expect_message("a@example.test", &["b@example.test"], b"", "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     split_prepended(&sink.messages()[0].body, b"");
 }
 
@@ -252,10 +248,8 @@ async fn upstream_sessions_are_pooled_between_clients() {
     {
         let mut c = moat.client().await;
         c.cmd(&format!("EHLO {helo}")).await;
-        let r = c
-            .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+        c.expect_message("a@example.test", &["b@example.test"], b"x\r\n", "250")
             .await;
-        assert_eq!(r.code, 250, "{r:?}");
         assert_eq!(c.cmd("QUIT").await.code, 221);
         assert!(c.is_closed().await);
         let xclient = sink.messages()[i].xclient.clone().expect("XCLIENT sent");
@@ -280,10 +274,8 @@ async fn upstream_sessions_are_pooled_between_clients() {
     assert_eq!(quits(), quits_before + 1);
     let mut c = moat.client().await;
     c.ehlo().await;
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"y\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"y\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     assert_eq!(sink.connections() - base, 2);
 }
 
@@ -308,10 +300,8 @@ async fn xforward_upstream(opts: SinkOptions) -> (Sink, Moat) {
 async fn one_message_session(moat: &Moat) {
     let mut c = moat.client().await;
     c.ehlo().await;
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"x\r\n", "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(c.cmd("QUIT").await.code, 221);
     assert!(c.is_closed().await);
 }
@@ -356,10 +346,8 @@ async fn xclient_carries_the_real_client() {
     let (moat, sink) = Moat::builder().start_with_sink().await;
     let mut c = moat.client().await;
     c.cmd("EHLO Client.Example").await;
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"x\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     let xclient = sink.messages()[0].xclient.clone().expect("XCLIENT sent");
     let port = c.local.port();
     assert_eq!(
@@ -376,10 +364,8 @@ async fn xclient_carries_the_real_client() {
     // A second EHLO with another name: same upstream session, announced again before MAIL.
     let connections = sink.connections();
     c.cmd("EHLO renamed.example").await;
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"y\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"y\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     assert_eq!(
         sink.connections(),
         connections,
@@ -393,10 +379,8 @@ async fn xclient_carries_the_real_client() {
         .iter()
         .filter(|l| l.starts_with("XCLIENT"))
         .count();
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"z\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"z\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     let after = sink
         .commands()
         .iter()
@@ -425,10 +409,8 @@ async fn xforward_mode_for_mtas_without_xclient() {
     let (sink, moat) = xforward_upstream(SinkOptions::default()).await;
     let mut c = moat.client().await;
     c.cmd("HELO old.example").await;
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"x\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     let xf = sink.messages()[0].xforward.clone().expect("XFORWARD sent");
     let want = format!(
         "XFORWARD ADDR=127.0.0.1 PORT={} NAME=localhost HELO=old.example PROTO=SMTP SOURCE=REMOTE",
@@ -436,10 +418,8 @@ async fn xforward_mode_for_mtas_without_xclient() {
     );
     assert_eq!(xf, want);
     // Postfix forgets XFORWARD after each transaction, so every MAIL is preceded by one.
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"x\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"x\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     let xforwards = sink
         .commands()
         .iter()
@@ -501,10 +481,8 @@ async fn ipv6_listener_works() {
     assert!(moat.addr.is_ipv6());
     let mut c = moat.client().await;
     c.ehlo().await;
-    let r = c
-        .send_message("a@example.test", &["b@example.test"], b"v6\r\n")
+    c.expect_message("a@example.test", &["b@example.test"], b"v6\r\n", "250")
         .await;
-    assert_eq!(r.code, 250);
     let xclient = sink.messages()[0].xclient.clone().unwrap();
     assert!(xclient.contains("ADDR=IPV6:::1 "), "{xclient}");
 }

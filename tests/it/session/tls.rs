@@ -28,14 +28,13 @@ async fn starttls_then_a_transaction() {
         "STARTTLS offered twice: {ehlo:?}"
     );
     assert_eq!(c.cmd("STARTTLS").await.code, 503);
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@example.test"],
-            b"From: <a@example.test>\r\nSubject: tls\r\n\r\nsecret\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "a@example.test",
+        &["b@example.test"],
+        b"From: <a@example.test>\r\nSubject: tls\r\n\r\nsecret\r\n",
+        "250",
+    )
+    .await;
     let msgs = sink.messages();
     let added = crate::support::split_prepended(
         &msgs[0].body,
@@ -113,14 +112,13 @@ async fn required_tls_refuses_mail_before_starttls() {
     assert_eq!(c.cmd("STARTTLS").await.code, 220);
     c.tls_handshake(&certs.ca_der).await;
     c.ehlo().await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@example.test"],
-            b"From: <a@example.test>\r\nSubject: tls\r\n\r\nok\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "a@example.test",
+        &["b@example.test"],
+        b"From: <a@example.test>\r\nSubject: tls\r\n\r\nok\r\n",
+        "250",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,14 +141,13 @@ async fn starttls_to_the_upstream_verified_against_a_ca() {
         .await;
     let mut c = moat.client().await;
     c.ehlo().await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@example.test"],
-            b"From: <a@example.test>\r\nSubject: hop\r\n\r\nx\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "a@example.test",
+        &["b@example.test"],
+        b"From: <a@example.test>\r\nSubject: hop\r\n\r\nx\r\n",
+        "250",
+    )
+    .await;
     let msg = &sink.messages()[0];
     assert!(msg.tls.is_some(), "upstream hop not encrypted");
     assert!(msg.xclient.is_some(), "XCLIENT must follow STARTTLS");
@@ -231,14 +228,13 @@ async fn certificate_reload_serves_the_new_one_and_keeps_sessions() {
     assert_eq!(new.cmd("STARTTLS").await.code, 220);
     new.tls_handshake(&b.ca_der).await; // panics unless B's CA verifies it
                                         // The session encrypted before the reload goes on.
-    let r = old
-        .send_message(
-            "a@example.test",
-            &["b@example.test"],
-            b"From: <a@example.test>\r\nSubject: old\r\n\r\nstill here\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    old.expect_message(
+        "a@example.test",
+        &["b@example.test"],
+        b"From: <a@example.test>\r\nSubject: old\r\n\r\nstill here\r\n",
+        "250",
+    )
+    .await;
 
     // A broken file: the reload fails with the file named, and B stays in service.
     std::fs::write(&cert, b"not a certificate").expect("write");

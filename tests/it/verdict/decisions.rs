@@ -48,10 +48,8 @@ async fn signed_message_arrives_with_authentication_results() {
     let mut c = moat.client().await;
     c.cmd("EHLO mx.signed.test").await;
     let body = fixture("signed-pass.eml");
-    let r = c
-        .send_message("alice@signed.test", &["bob@rcpt.test"], &body)
+    c.expect_message("alice@signed.test", &["bob@rcpt.test"], &body, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     let msgs = sink.messages();
     let added = split_prepended(&msgs[0].body, &body);
     let ar = added.split("\r\nX-Spam-Flag").next().unwrap();
@@ -80,10 +78,8 @@ async fn forged_authentication_results_are_removed() {
     let mut c = moat.client().await;
     c.ehlo().await;
     let msg = crlf("Authentication-Results: moat.test; dkim=pass header.d=bank.example\nAuthentication-Results: other.example; spf=pass\nX-Spam-Status: No, score=-100\nFrom: a@example.test\nSubject: x\n\nbody\n");
-    let r = c
-        .send_message("a@example.test", &["b@rcpt.test"], &msg)
+    c.expect_message("a@example.test", &["b@rcpt.test"], &msg, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(!got.contains("bank.example"), "forged A-R kept:\n{got}");
     assert!(
@@ -133,14 +129,13 @@ async fn dkim_reject_on_fail_uses_5_7_20() {
         )
         .await;
     assert_eq!((r.code, r.enhanced()), (550, Some("5.7.20")), "{r:?}");
-    let r = c
-        .send_message(
-            "alice@signed.test",
-            &["bob@rcpt.test"],
-            &fixture("signed-pass.eml"),
-        )
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "alice@signed.test",
+        &["bob@rcpt.test"],
+        &fixture("signed-pass.eml"),
+        "250",
+    )
+    .await;
     assert_eq!(sink.messages().len(), 1);
 }
 
@@ -275,10 +270,8 @@ async fn score_thresholds_flag_and_defer() {
     let mut c = moat.client().await;
     c.ehlo().await;
     let msg = crlf("From: x@fail.spf.test\nSubject: s\n\nbody\n");
-    let r = c
-        .send_message("x@fail.spf.test", &["b@rcpt.test"], &msg)
+    c.expect_message("x@fail.spf.test", &["b@rcpt.test"], &msg, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(
         got.contains("X-Spam-Flag: YES\r\n") && got.contains("X-Spam-Status: Yes,"),
@@ -313,10 +306,13 @@ async fn shadow_mode_refuses_nothing_but_reports_everything() {
         .await;
     let mut c = moat.client().await;
     c.cmd("EHLO attacker.example").await;
-    let r = c
-        .send_message("ceo@dmarc-reject.test", &["bob@rcpt.test"], &crlf(FORGED))
-        .await;
-    assert_eq!(r.code, 250, "{r:?}");
+    c.expect_message(
+        "ceo@dmarc-reject.test",
+        &["bob@rcpt.test"],
+        &crlf(FORGED),
+        "250",
+    )
+    .await;
     let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(got.contains("X-Spam-Status: Yes,"), "{got}");
     assert!(
@@ -338,10 +334,8 @@ async fn dns_for_the_session_comes_only_from_the_configured_server() {
     let mut c = moat.client().await;
     c.ehlo().await;
     let msg = crlf("From: a@only-here.test\nSubject: s\n\nbody\n");
-    let r = c
-        .send_message("a@only-here.test", &["b@rcpt.test"], &msg)
+    c.expect_message("a@only-here.test", &["b@rcpt.test"], &msg, "250")
         .await;
-    assert_eq!(r.code, 250, "{r:?}");
     let got = String::from_utf8(sink.messages()[0].body.clone()).unwrap();
     assert!(got.contains("spf=pass"), "{got}");
 }
@@ -352,14 +346,13 @@ async fn reverse_dns_is_checked_at_connect_and_forwarded_as_the_client_name() {
     // RFC 6761 6.3: the resolver names 127.0.0.1 "localhost", which resolves back.
     let mut c = moat.client().await;
     c.ehlo().await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@rcpt.test"],
-            b"From: <a@example.test>\r\nSubject: x\r\n\r\ny\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250);
+    c.expect_message(
+        "a@example.test",
+        &["b@rcpt.test"],
+        b"From: <a@example.test>\r\nSubject: x\r\n\r\ny\r\n",
+        "250",
+    )
+    .await;
     let msg = &sink.messages()[0];
     assert!(
         msg.xclient.as_deref().unwrap().contains("NAME=localhost "),
@@ -375,14 +368,13 @@ async fn reverse_dns_is_checked_at_connect_and_forwarded_as_the_client_name() {
     let mut c = crate::support::Client::connect_from(moat.addr, "127.0.0.3").await;
     assert_eq!(c.greeting.code, 220);
     c.ehlo().await;
-    let r = c
-        .send_message(
-            "a@example.test",
-            &["b@rcpt.test"],
-            b"From: <a@example.test>\r\nSubject: x\r\n\r\ny\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250);
+    c.expect_message(
+        "a@example.test",
+        &["b@rcpt.test"],
+        b"From: <a@example.test>\r\nSubject: x\r\n\r\ny\r\n",
+        "250",
+    )
+    .await;
     let msg = &sink.messages()[1];
     let xclient = msg.xclient.as_deref().unwrap();
     assert!(
