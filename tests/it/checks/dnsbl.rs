@@ -81,65 +81,35 @@ async fn alone_dnsbl_ipv4_ipv6_and_error_codes() {
     let dns = TestDns::fixtures(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&dir, "");
-    let v = check(
-        dns.addr,
-        cfg.clone(),
-        "127.0.0.1",
-        "h.example.test",
-        "a@example.test",
-        CLEAN,
-    )
-    .await;
+    let check_ip = |ip: &'static str| {
+        check(
+            dns.addr,
+            cfg.clone(),
+            ip,
+            "h.example.test",
+            "a@example.test",
+            CLEAN,
+        )
+    };
+    let v = check_ip("127.0.0.1").await;
     assert_eq!(
         hits(&v),
         vec![("RBL_TEST_SBL".into(), "connect".into(), "127.0.0.1".into())],
         "{v}"
     );
-    let v = check(
-        dns.addr,
-        cfg.clone(),
-        "127.0.0.2",
-        "h.example.test",
-        "a@example.test",
-        CLEAN,
-    )
-    .await;
+    let v = check_ip("127.0.0.2").await;
     assert_eq!(hits(&v)[0].0, "RBL_TEST_XBL");
     // 127.255.255.254: the list refused the query; logged, counted, no score.
-    let v = check(
-        dns.addr,
-        cfg.clone(),
-        "127.0.0.3",
-        "h.example.test",
-        "a@example.test",
-        CLEAN,
-    )
-    .await;
+    let v = check_ip("127.0.0.3").await;
     assert!(hits(&v).is_empty(), "{v}");
     assert_eq!(counts.delta(BLOCKED), 1.0);
-    let v = check(
-        dns.addr,
-        cfg.clone(),
-        "::1",
-        "h.example.test",
-        "a@example.test",
-        CLEAN,
-    )
-    .await;
+    let v = check_ip("::1").await;
     assert_eq!(
         hits(&v),
         vec![("RBL_TEST_SBL".into(), "connect".into(), "::1".into())],
         "{v}"
     );
-    let v = check(
-        dns.addr,
-        cfg,
-        "192.0.2.77",
-        "h.example.test",
-        "a@example.test",
-        CLEAN,
-    )
-    .await;
+    let v = check_ip("192.0.2.77").await;
     assert!(hits(&v).is_empty(), "{v}");
 }
 

@@ -121,24 +121,33 @@ async fn required_tls_refuses_mail_before_starttls() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn starttls_to_the_upstream_verified_against_a_ca() {
-    let certs = certs::make();
-    let (server_tls, _) = moat::net::tls::server_config(&certs.cert, &certs.key, &[]).unwrap();
+/// A sink that offers STARTTLS with `served`'s certificate, and a moat that requires STARTTLS
+/// upstream and verifies it against `trusted`'s CA for the name moat.test.
+async fn upstream_with_tls(served: &certs::TestCerts, trusted: &certs::TestCerts) -> (Moat, Sink) {
+    let (server_tls, _) =
+        moat::net::tls::server_config(&served.cert, &served.key, &[]).expect("server config");
     let sink = Sink::with(SinkOptions {
         tls: Some(server_tls),
         ..Default::default()
     })
     .await;
+    let ca = trusted.ca.clone();
     let moat = Moat::builder()
         .upstream(&sink)
         .with(|c| {
             c.upstream.starttls = true;
-            c.upstream.tls_ca = Some(certs.ca.clone());
+            c.upstream.tls_ca = Some(ca);
             c.upstream.tls_server_name = Some("moat.test".into());
         })
         .start()
         .await;
+    (moat, sink)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starttls_to_the_upstream_verified_against_a_ca() {
+    let certs = certs::make();
+    let (moat, sink) = upstream_with_tls(&certs, &certs).await;
     let mut c = moat.client().await;
     c.ehlo().await;
     c.expect_message(
@@ -169,25 +178,7 @@ async fn upstream_tls_failures_are_tempfails() {
     let r = c.cmd("MAIL FROM:<a@example.test>").await;
     assert_eq!((r.code, r.enhanced()), (451, Some("4.4.1")), "{r:?}");
     // A certificate that does not match the name to verify.
-    let other = certs::make();
-    let sink = Sink::with(SinkOptions {
-        tls: Some(
-            moat::net::tls::server_config(&other.cert, &other.key, &[])
-                .unwrap()
-                .0,
-        ),
-        ..Default::default()
-    })
-    .await;
-    let moat = Moat::builder()
-        .upstream(&sink)
-        .with(|c| {
-            c.upstream.starttls = true;
-            c.upstream.tls_ca = Some(certs.ca.clone());
-            c.upstream.tls_server_name = Some("moat.test".into());
-        })
-        .start()
-        .await;
+    let (moat, sink) = upstream_with_tls(&certs::make(), &certs).await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let r = c.cmd("MAIL FROM:<a@example.test>").await;
