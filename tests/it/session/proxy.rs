@@ -193,15 +193,15 @@ async fn parameters_pass_through_unchanged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn offer_follows_the_upstream() {
-    let sink = Sink::with(SinkOptions {
-        dsn: false,
-        smtputf8: false,
-        eight_bit: false,
-        size: Some(100_000),
-        ..Default::default()
-    })
-    .await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder()
+        .start_with(SinkOptions {
+            dsn: false,
+            smtputf8: false,
+            eight_bit: false,
+            size: Some(100_000),
+            ..Default::default()
+        })
+        .await;
     let mut c = moat.client().await;
     let ehlo = c.ehlo().await;
     assert!(ehlo.contains("250-SIZE 100000"), "{ehlo:?}");
@@ -282,16 +282,13 @@ async fn upstream_sessions_are_pooled_between_clients() {
 /// An MTA with XFORWARD but no XCLIENT (the sink with `opts` otherwise), and moat set to
 /// `forwarding = "xforward"` in front of it.
 async fn xforward_upstream(opts: SinkOptions) -> (Sink, Moat) {
-    let sink = Sink::with(SinkOptions {
-        xclient: false,
-        xforward: true,
-        ..opts
-    })
-    .await;
-    let moat = Moat::builder()
-        .upstream(&sink)
+    let (moat, sink) = Moat::builder()
         .with(|c| c.upstream.forwarding = moat::config::Forwarding::Xforward)
-        .start()
+        .start_with(SinkOptions {
+            xclient: false,
+            xforward: true,
+            ..opts
+        })
         .await;
     (sink, moat)
 }
@@ -326,12 +323,12 @@ async fn a_pooled_session_closed_by_the_mta_is_replaced() {
 /// host): those sessions are closed after use, and every client gets a session of its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_pooling_when_the_mta_takes_xclient_once() {
-    let sink = Sink::with(SinkOptions {
-        xclient_once: true,
-        ..Default::default()
-    })
-    .await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder()
+        .start_with(SinkOptions {
+            xclient_once: true,
+            ..Default::default()
+        })
+        .await;
     let base = sink.connections();
     for i in 0..3 {
         one_message_session(&moat).await;
@@ -374,29 +371,21 @@ async fn xclient_carries_the_real_client() {
     let second = sink.messages()[1].xclient.clone().unwrap();
     assert!(second.contains("HELO=renamed.example"), "{second}");
     // A third transaction with the same HELO sends no XCLIENT at all.
-    let before = sink
-        .commands()
-        .iter()
-        .filter(|l| l.starts_with("XCLIENT"))
-        .count();
+    let before = sink.count("XCLIENT");
     c.expect_message("a@example.test", &["b@example.test"], b"z\r\n", "250")
         .await;
-    let after = sink
-        .commands()
-        .iter()
-        .filter(|l| l.starts_with("XCLIENT"))
-        .count();
+    let after = sink.count("XCLIENT");
     assert_eq!(before, after);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_without_xclient_is_a_tempfail() {
-    let sink = Sink::with(SinkOptions {
-        xclient: false,
-        ..Default::default()
-    })
-    .await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder()
+        .start_with(SinkOptions {
+            xclient: false,
+            ..Default::default()
+        })
+        .await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let r = c.cmd("MAIL FROM:<a@example.test>").await;
@@ -489,14 +478,14 @@ async fn ipv6_listener_works() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mta_refusing_the_real_client_is_relayed() {
-    let sink = Sink::with(SinkOptions {
-        refuse_client_ehlo: Some(
-            "554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied".into(),
-        ),
-        ..Default::default()
-    })
-    .await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder()
+        .start_with(SinkOptions {
+            refuse_client_ehlo: Some(
+                "554 5.7.1 <unknown[127.0.0.1]>: Client host rejected: Access denied".into(),
+            ),
+            ..Default::default()
+        })
+        .await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let r = c.cmd("MAIL FROM:<a@example.test>").await;

@@ -153,7 +153,12 @@ impl MoatBuilder {
 
     /// Starts a fresh sink and moat in front of it.
     pub async fn start_with_sink(self) -> (Moat, Sink) {
-        let sink = Sink::start().await;
+        self.start_with(SinkOptions::default()).await
+    }
+
+    /// Starts a sink with `options` and moat in front of it.
+    pub async fn start_with(self, options: SinkOptions) -> (Moat, Sink) {
+        let sink = Sink::with(options).await;
         let moat = self.upstream(&sink).start().await;
         (moat, sink)
     }

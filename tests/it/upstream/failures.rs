@@ -163,12 +163,12 @@ async fn without_an_upstream_only_what_needs_none_is_offered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_message_cut_off_mid_data_is_not_accepted() {
-    let sink = Sink::with(SinkOptions {
-        die_mid_data: Some(100),
-        ..Default::default()
-    })
-    .await;
-    let moat = Moat::builder().upstream(&sink).start().await;
+    let (moat, sink) = Moat::builder()
+        .start_with(SinkOptions {
+            die_mid_data: Some(100),
+            ..Default::default()
+        })
+        .await;
     let mut c = moat.client().await;
     c.ehlo().await;
     let body = ("z".repeat(70) + "\r\n").repeat(100);
