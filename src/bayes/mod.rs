@@ -703,6 +703,12 @@ mod tests {
         .await
         .expect("open");
         let ttl = Duration::from_secs(3600);
+        async fn cheap_pills(store: &Store) -> Counts {
+            Model::Store(store.clone())
+                .counts(&["cheap".into(), "pills".into()])
+                .await
+                .expect("counts")
+        }
         let m = |k: &str, t: &[&str]| Sample {
             key: format!("bayes:m:{k}"),
             tokens: t.iter().map(|s| s.to_string()).collect(),
@@ -723,10 +729,7 @@ mod tests {
         .await
         .expect("learn");
         assert_eq!((r.new, r.unchanged), (0, 2));
-        let c = Model::Store(store.clone())
-            .counts(&["cheap".into(), "pills".into()])
-            .await
-            .expect("counts");
+        let c = cheap_pills(&store).await;
         assert_eq!(
             (c.spam, c.ham, c.tokens.clone()),
             (2, 0, vec![(2, 0), (1, 0)])
@@ -736,10 +739,7 @@ mod tests {
             .await
             .expect("learn");
         assert_eq!(r.moved, 1);
-        let c = Model::Store(store.clone())
-            .counts(&["cheap".into(), "pills".into()])
-            .await
-            .expect("counts");
+        let c = cheap_pills(&store).await;
         assert_eq!(
             (c.spam, c.ham, c.tokens.clone()),
             (1, 1, vec![(1, 1), (0, 1)])

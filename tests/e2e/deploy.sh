@@ -5,13 +5,7 @@
 #   the Grafana dashboard and the alerts use only metrics moat exports (src/metrics.rs)
 # Usage: tests/e2e/deploy.sh [path/to/moat]
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-MOAT=${1:-}
-if [[ -z $MOAT ]]; then
-    (cd "$ROOT" && cargo build --ignore-rust-version --locked --bin moat --quiet)
-    MOAT=$TARGET/debug/moat
-fi
+source "$(dirname "$0")/common.sh"
 WORK=$(mktemp -d /tmp/moat-deploy.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 FAILS=0

@@ -10,13 +10,7 @@
 # Usage: tests/e2e/postfix.sh [path/to/moat]   (default: builds and uses target/debug/moat)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-MOAT=${1:-}
-if [[ -z $MOAT ]]; then
-    (cd "$ROOT" && cargo build --ignore-rust-version --locked --bin moat --quiet)
-    MOAT=$TARGET/debug/moat
-fi
+source "$(dirname "$0")/common.sh"
 WORK=$(mktemp -d /tmp/moat-e2e.XXXXXX)
 chmod 755 "$WORK"
 PF=$WORK/postfix            # configuration directory

@@ -1,6 +1,7 @@
 //! Start-up, config errors and graceful shutdown, in-process and through the real binary.
 
 use crate::support::{Moat, Sink};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -59,14 +60,20 @@ fn moat_bin() -> Command {
 fn bad_config_exits_2_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("moat.toml");
-    std::fs::write(&path, "[server]\nlisten = [\"not-an-address\"]\n[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n").unwrap();
-    let out = moat_bin()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // `moat serve --config FILE` with `text` in FILE: exit code 2, and what it said.
+    let serve = |text: &str, config: &Path| {
+        if !text.is_empty() {
+            std::fs::write(&path, text).unwrap();
+        }
+        let out = moat_bin()
+            .args(["serve", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = serve("[server]\nlisten = [\"not-an-address\"]\n[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n", &path);
     let file = path.display().to_string();
     assert!(
         err.contains(&format!("{file}: server.listen[0]: \"not-an-address\"")),
@@ -78,30 +85,16 @@ fn bad_config_exits_2_naming_file_and_key() {
         )),
         "{err}"
     );
-
-    std::fs::write(
-        &path,
+    let err = serve(
         "[server]\nlisten = [\"127.0.0.1:0\"]\nunknown_key = 1\n",
-    )
-    .unwrap();
-    let out = moat_bin()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+        &path,
+    );
     assert!(
         err.contains(&format!("{file}: line 3")) && err.contains("unknown_key"),
         "{err}"
     );
-
-    let out = moat_bin()
-        .args(["serve", "--config", "/nonexistent/moat.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/moat.toml: cannot read"));
+    let err = serve("", Path::new("/nonexistent/moat.toml"));
+    assert!(err.contains("/nonexistent/moat.toml: cannot read"), "{err}");
 }
 
 #[test]

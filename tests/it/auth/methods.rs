@@ -53,6 +53,18 @@ fn symbols(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The Authentication-Results field of a `moat check --json` report.
+fn authentication_results(v: &Value) -> String {
+    v["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|h| h.starts_with("Authentication-Results:"))
+        .unwrap_or_else(|| panic!("no Authentication-Results in {v}"))
+        .to_string()
+}
+
 fn temp_message(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, text.replace('\n', "\r\n")).unwrap();
@@ -142,13 +154,8 @@ async fn dkim_and_dmarc_pass_for_a_signed_message() {
     for s in ["DKIM_ALLOW", "SPF_PASS", "DMARC_PASS", "ARC_NONE"] {
         assert!(symbols(&v).contains(&s.to_string()), "{s}: {v}");
     }
-    let ar = v["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h.as_str().unwrap().starts_with("Authentication-Results:"))
-        .unwrap();
-    let ar = ar.as_str().unwrap();
+    let ar = authentication_results(&v);
+    let ar = ar.as_str();
     assert!(
         ar.contains("dkim=pass") && ar.contains("spf=pass") && ar.contains("dmarc=pass"),
         "{ar}"
@@ -187,17 +194,17 @@ async fn tampered_body_fails_dkim_and_dmarc() {
 async fn dmarc_policies_quarantine_and_none() {
     let dns = TestDns::fixtures(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
-    let q = temp_message(
-        &dir,
-        "q.eml",
-        &PLAIN.replace("someone@example.test", "x@dmarc-quarantine.test"),
-    );
-    let (v, code) = check(&envelope(
-        args(dns.addr, q),
-        "h.example.test",
-        "x@dmarc-quarantine.test",
-    ))
-    .await;
+    // The plain message, from `author` and with `author` as the envelope sender.
+    let from = |author: &'static str| {
+        let file = temp_message(
+            &dir,
+            &format!("{author}.eml"),
+            &PLAIN.replace("someone@example.test", author),
+        );
+        let a = envelope(args(dns.addr, file), "h.example.test", author);
+        async move { check(&a).await }
+    };
+    let (v, code) = from("x@dmarc-quarantine.test").await;
     assert_eq!((v["action"].as_str(), code), (Some("add_header"), 0), "{v}");
     assert_eq!(v["dmarc"]["policy"], "quarantine");
     assert!(
@@ -208,17 +215,7 @@ async fn dmarc_policies_quarantine_and_none() {
             .any(|h| h == "X-Spam-Flag: YES"),
         "{v}"
     );
-    let n = temp_message(
-        &dir,
-        "n.eml",
-        &PLAIN.replace("someone@example.test", "x@dmarc-none.test"),
-    );
-    let (v, _) = check(&envelope(
-        args(dns.addr, n),
-        "h.example.test",
-        "x@dmarc-none.test",
-    ))
-    .await;
+    let (v, _) = from("x@dmarc-none.test").await;
     assert_eq!(v["dmarc"]["result"], "fail");
     assert!(symbols(&v).contains(&"DMARC_FAIL".to_string()), "{v}");
 }
@@ -268,18 +265,8 @@ async fn arc_chain_from_a_trusted_sealer_overrides_dmarc_reject() {
         symbols(&v).contains(&"DMARC_ARC_OVERRIDE".to_string()),
         "{v}"
     );
-    let ar = v["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h.as_str().unwrap().starts_with("Authentication-Results:"))
-        .unwrap();
-    assert!(
-        ar.as_str()
-            .unwrap()
-            .contains("arc=pass (i=1, sealed by list.test)"),
-        "{ar}"
-    );
+    let ar = authentication_results(&v);
+    assert!(ar.contains("arc=pass (i=1, sealed by list.test)"), "{ar}");
     // The same chain with the body changed after sealing: the chain fails, and a trusted
     // sealer's failing chain forgives nothing.
     let raw = std::fs::read_to_string(fixture("arc-list.eml")).unwrap();

@@ -143,6 +143,20 @@ fn small_corpus(root: &Path, n: usize) -> (PathBuf, PathBuf) {
     }
     (ham, spam)
 }
+/// `moat learn --ham HAM --spam SPAM` with `cfg`; asserts success and returns its output.
+fn learn_corpus(cfg: &Path, ham: &Path, spam: &Path) -> String {
+    let (code, out, err) = learn_cli(
+        cfg,
+        &[
+            "--ham",
+            ham.to_str().expect("utf-8 path"),
+            "--spam",
+            spam.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    out
+}
 
 fn learn_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_moat"))
@@ -250,16 +264,7 @@ async fn a_running_moat_reloads_the_embedded_model_after_learning() {
     );
 
     let cfg = config_file(dir.path(), "[store]\nbackend = \"embedded\"\n");
-    let (code, out, err) = learn_cli(
-        &cfg,
-        &[
-            "--ham",
-            ham.to_str().unwrap(),
-            "--spam",
-            spam.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    learn_corpus(&cfg, &ham, &spam);
     // The model file changed; moat picks it up within a few reload intervals.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -293,16 +298,7 @@ async fn redis_model_is_shared_between_learning_and_scoring() {
             redis.url
         ),
     );
-    let (code, out, err) = learn_cli(
-        &cfg,
-        &[
-            "--ham",
-            ham.to_str().unwrap(),
-            "--spam",
-            spam.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let out = learn_corpus(&cfg, &ham, &spam);
     assert!(out.contains(": 12 spam, 12 ham,"), "{out}");
     let (moat, sink) = Moat::builder()
         .with(|c| {
