@@ -117,7 +117,7 @@ async fn serve_binary(
     sink: &Sink,
     dns: std::net::SocketAddr,
     rust_log: Option<&str>,
-) -> (std::process::Child, crate::support::Client) {
+) -> (Served, crate::support::Client) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -146,7 +146,7 @@ async fn serve_binary(
         if let Ok(tcp) = tokio::net::TcpStream::connect(&listen).await {
             drop(tcp);
             return (
-                child,
+                Served(Some(child)),
                 crate::support::Client::connect(listen.parse().unwrap()).await,
             );
         }
@@ -157,8 +157,22 @@ async fn serve_binary(
     panic!("moat binary did not start listening");
 }
 
+/// A `moat serve` child process; killed when the test ends (or fails) before `stop_binary`,
+/// so a failing test leaves no server behind.
+struct Served(Option<std::process::Child>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// SIGTERM, then the exit status and everything the process logged.
-async fn stop_binary(mut child: std::process::Child) -> std::process::Output {
+async fn stop_binary(mut served: Served) -> std::process::Output {
+    let mut child = served.0.take().expect("a running child");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
